@@ -1,0 +1,1 @@
+"""speechbrain_ext.losses."""
