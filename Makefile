@@ -17,7 +17,7 @@ $(STAMP): requirements.txt setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m speechbrain_ext.demo --output_folder results/demo
+	$(PY) recipes/CNCeleb/run_demo.py --output_folder results/demo
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q tests

@@ -19,7 +19,10 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     packages=find_packages(include=["speechbrain_ext", "speechbrain_ext.*"]),
-    package_data={"speechbrain_ext": ["hparams/*.yaml"]},
+    # The inference templates live in the top-level hparams/ folder.
+    data_files=[
+        ("share/speechbrain_ext/hparams", ["hparams/inference_ecapa.yaml"])
+    ],
     python_requires=">=3.9",
     # torch is capped because newer releases than the tested one pull
     # multi-GB CUDA wheels and break torchaudio's ABI pairing.
@@ -29,6 +32,7 @@ setup(
         "speechbrain>=1.1.0,<1.2",
         "soundfile>=0.12",
         "numpy>=1.24",
+        "scipy>=1.10",
         "pyroomacoustics>=0.7",
         "matplotlib>=3.7",
         "hyperpyyaml>=1.2",

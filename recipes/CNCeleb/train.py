@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Trains speaker embeddings on CN-Celeb (or any <speaker>/<utt> corpus).
+
+One script serves every objective: the hparams file builds the embedding
+model, the augmenter and the objective (AAM-softmax, SupCon, AAM-SupCon,
+their hybrid...), and this script only says how data flows. Every objective
+is called as ``objective(embeddings, labels)``.
+
+To run:
+    python train.py hparams/aam_softmax.yaml --data_folder=/path/CN-Celeb_flac
+
+At the end the best checkpoint (lowest validation EER) is exported to
+``<output_folder>/export``, a folder that
+``speechbrain.inference.speaker.EncoderClassifier.from_hparams`` loads
+offline. ``export.py`` does the same for any finished or interrupted run.
+
+Authors
+ * speechbrain_ext contributors 2026
+"""
+
+import csv
+import logging
+import os
+import random
+import sys
+
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+import yaml
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from speechbrain_ext.audio import AudioError, load_audio
+from speechbrain_ext.export import export_from_hparams
+from speechbrain_ext.scoring import compute_eer_mindcf
+
+logger = logging.getLogger(__name__)
+
+
+class SpeakerEmbeddingBrain(sb.core.Brain):
+    """Trains an embedding model with whatever objective the hparams build."""
+
+    def compute_forward(self, batch, stage):
+        """Augments (training only), extracts features and embeds."""
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        augment = getattr(self.hparams, "wav_augment", None)
+        if stage == sb.Stage.TRAIN and augment is not None:
+            wavs, lens = augment(wavs, lens)
+        feats = self.modules.compute_features(wavs)
+        feats = self.modules.mean_var_norm(feats, lens)
+        return self.modules.embedding_model(feats, lens)
+
+    def compute_objectives(self, embeddings, batch, stage):
+        """Applies the objective to the embeddings of every view.
+
+        Validation speakers may be unseen by a classifier, so validation
+        scores trials instead of evaluating the objective (see
+        ``_validation_eer``).
+        """
+        labels, _ = batch.spk_id_encoded
+        if stage != sb.Stage.TRAIN:
+            self.valid_embeddings.append(embeddings.detach().squeeze(1).cpu())
+            self.valid_labels.append(labels.detach().view(-1).cpu())
+            return torch.zeros((), device=self.device)
+        augment = getattr(self.hparams, "wav_augment", None)
+        if augment is not None:
+            labels = augment.replicate_labels(labels)
+        loss = self.modules.objective(embeddings, labels)
+        self._accumulate_terms()
+        return loss
+
+    def _accumulate_terms(self):
+        """Keeps running sums of a hybrid objective's separate terms."""
+        terms = getattr(self.modules.objective, "last_terms", None) or {}
+        for name, value in terms.items():
+            self.term_sums[name] = self.term_sums.get(name, 0.0) + value
+        self.term_count += 1 if terms else 0
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the per-stage accumulators."""
+        self.term_sums, self.term_count = {}, 0
+        self.valid_embeddings, self.valid_labels = [], []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs, anneals and checkpoints on the validation EER."""
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss}
+            for name, total in self.term_sums.items():
+                self.train_stats[f"loss_{name}"] = total / self.term_count
+            return
+        stats = self._validation_eer()
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing(epoch)
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": old_lr},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"EER": stats["EER"]},
+                min_keys=["EER"],
+                num_to_keep=self.hparams.keep_checkpoints,
+            )
+
+    def _validation_eer(self):
+        """EER (%) and minDCF of all-pairs cosine trials on validation data.
+
+        Works for every objective, classifier or not, so checkpoints of
+        different objectives are selected by the same criterion.
+        """
+        emb = F.normalize(torch.cat(self.valid_embeddings).float(), dim=-1)
+        labels = torch.cat(self.valid_labels)
+        upper = torch.triu(torch.ones(len(labels), len(labels)), 1).bool()
+        scores = (emb @ emb.T)[upper]
+        targets = (labels[:, None] == labels[None, :])[upper]
+        if targets.all() or not targets.any():
+            logger.warning("validation holds one class only: no EER")
+            return {"EER": float("nan"), "minDCF": float("nan")}
+        eer, min_dcf, _ = compute_eer_mindcf(scores.numpy(), targets.numpy())
+        return {"EER": 100 * eer, "minDCF": min_dcf}
+
+
+def crop_or_repeat(wav, length):
+    """Tiles a waveform shorter than ``length`` samples, then cuts it.
+
+    CN-Celeb holds many utterances shorter than the training crop; repeating
+    them keeps the speaker's voice in every frame where zero padding would
+    teach the model silence.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        Waveform [time].
+    length : int
+        Samples wanted.
+
+    Returns
+    -------
+    torch.Tensor
+        Waveform [length].
+
+    Example
+    -------
+    >>> crop_or_repeat(torch.tensor([1.0, 2.0, 3.0]), 7)
+    tensor([1., 2., 3., 1., 2., 3., 1.])
+    """
+    if len(wav) < length:
+        wav = wav.repeat(length // len(wav) + 1)
+    return wav[:length]
+
+
+def dataio_prep(hparams):
+    """Builds the training/validation datasets and their pipelines."""
+    replacements = {"data_root": hparams["data_folder"]}
+    train_data = sb.dataio.dataset.DynamicItemDataset.from_csv(
+        hparams["train_annotation"], replacements=replacements
+    )
+    valid_data = sb.dataio.dataset.DynamicItemDataset.from_csv(
+        hparams["valid_annotation"], replacements=replacements
+    )
+    # A fixed random subset keeps all-pairs validation trials affordable.
+    valid_ids = list(valid_data.data_ids)
+    random.Random(hparams["seed"]).shuffle(valid_ids)
+    kept = set(valid_ids[: hparams["valid_max_utterances"]])
+    valid_data = valid_data.filtered_sorted(
+        sort_key="duration", key_test={"id": lambda uid: uid in kept}
+    )
+    sample_rate = hparams["sample_rate"]
+    crop = int(hparams["sentence_len"] * sample_rate)
+    max_valid = int(hparams["valid_max_seconds"] * sample_rate)
+
+    def read_row(wav, start, stop, duration, random_crop):
+        """Reads one manifest row: a file segment or several joined files."""
+        paths = wav.split(";")
+        if len(paths) > 1:  # consecutive short utterances joined in prep
+            wavs = [load_audio(path, 0, None, sample_rate) for path in paths]
+            return torch.cat(wavs)
+        start, stop, seconds = int(start), int(stop), float(duration)
+        if random_crop and seconds > hparams["sentence_len"]:
+            # Read only the crop; start/stop count samples at the file's rate.
+            span = int((stop - start) * hparams["sentence_len"] / seconds)
+            start = random.randint(start, stop - span)
+            stop = start + span
+        return load_audio(paths[0], start, stop, sample_rate)
+
+    def safe_read(wav, start, stop, duration, random_crop):
+        """Substitutes silence for a file that vanished after preparation."""
+        try:
+            sig = read_row(wav, start, stop, duration, random_crop)
+        except AudioError as err:
+            logger.error("skipping unreadable audio in training: %s", err)
+            sig = torch.zeros(sample_rate)
+        if random_crop:
+            offset = random.randint(0, max(0, len(sig) - crop))
+            return crop_or_repeat(sig[offset:], crop)
+        return sig[:max_valid]
+
+    @sb.utils.data_pipeline.takes("wav", "start", "stop", "duration")
+    @sb.utils.data_pipeline.provides("sig")
+    def train_audio(wav, start, stop, duration):
+        return safe_read(wav, start, stop, duration, random_crop=True)
+
+    @sb.utils.data_pipeline.takes("wav", "start", "stop", "duration")
+    @sb.utils.data_pipeline.provides("sig")
+    def valid_audio(wav, start, stop, duration):
+        return safe_read(wav, start, stop, duration, random_crop=False)
+
+    label_encoder = sb.dataio.encoder.CategoricalEncoder()
+
+    @sb.utils.data_pipeline.takes("spk_id")
+    @sb.utils.data_pipeline.provides("spk_id", "spk_id_encoded")
+    def label_pipeline(spk_id):
+        yield spk_id
+        yield label_encoder.encode_sequence_torch([spk_id])
+
+    train_data.add_dynamic_item(train_audio)
+    valid_data.add_dynamic_item(valid_audio)
+    sb.dataio.dataset.add_dynamic_item([train_data, valid_data], label_pipeline)
+    # Speaker-disjoint validation brings labels the classifier never saw;
+    # they only group trials, so the encoder holds train and valid ids.
+    label_encoder.load_or_create(
+        path=hparams["label_encoder_file"],
+        from_didatasets=[train_data, valid_data],
+        output_key="spk_id",
+    )
+    sb.dataio.dataset.set_output_keys(
+        [train_data, valid_data], ["id", "sig", "spk_id_encoded"]
+    )
+    return train_data, valid_data, label_encoder
+
+
+def train_loader_options(hparams, train_data):
+    """Loader options, with a speaker-balanced batch sampler if configured.
+
+    Brain only calls ``set_epoch`` on ``brain.train_sampler``; the caller
+    sets it to the returned ``batch_sampler`` so epochs differ.
+    """
+    options = dict(hparams["train_dataloader_opts"])
+    make_sampler = hparams.get("train_sampler")
+    if make_sampler is not None:
+        with train_data.output_keys_as(["spk_id"]):
+            speakers = [item["spk_id"] for item in train_data]
+        options["batch_sampler"] = make_sampler(speakers)
+        for key in ("batch_size", "shuffle", "drop_last"):
+            options.pop(key, None)
+    return options
+
+
+def prepare_augmentation_sources(hparams):
+    """Generates noise and simulated RIRs unless their CSVs already exist."""
+    for csv_key, prepare_key in (
+        ("noise_csv", "prepare_noise"),
+        ("rir_csv", "prepare_rirs"),
+    ):
+        if hparams.get(csv_key) is None or os.path.exists(hparams[csv_key]):
+            continue
+        run_on_main(hparams[prepare_key])
+        if not os.path.exists(hparams[csv_key]):
+            raise FileNotFoundError(
+                f"{prepare_key} did not write {csv_key}={hparams[csv_key]}"
+            )
+
+
+def size_classifier(hparams_file, overrides, hparams):
+    """Reloads the hparams with ``n_train_speakers`` counted from the data.
+
+    A classifier head must have one output per training speaker, which is
+    only known once the corpus is prepared.
+    """
+    if "n_train_speakers" not in hparams:  # objective without classifier
+        return hparams
+    with open(hparams["train_annotation"], encoding="utf-8") as fin:
+        speakers = {row["spk_id"] for row in csv.DictReader(fin)}
+    if hparams["n_train_speakers"] == len(speakers):
+        return hparams
+    logger.info("%d training speakers in %s", len(speakers),
+                hparams["train_annotation"])
+    overrides = dict(yaml.safe_load(overrides or "") or {})
+    overrides["n_train_speakers"] = len(speakers)
+    with open(hparams_file, encoding="utf-8") as fin:
+        return load_hyperpyyaml(fin, overrides)
+
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from cnceleb_prepare import prepare_data  # noqa: E402
+
+    run_on_main(
+        prepare_data,
+        kwargs={
+            "data_format": hparams["data_format"],
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["prep_folder"],
+            **hparams["prepare_options"],
+        },
+    )
+    prepare_augmentation_sources(hparams)
+    hparams = size_classifier(hparams_file, overrides, hparams)
+
+    train_data, valid_data, label_encoder = dataio_prep(hparams)
+    brain = SpeakerEmbeddingBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    train_options = train_loader_options(hparams, train_data)
+    brain.train_sampler = train_options.get("batch_sampler")
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_data,
+        valid_data,
+        train_loader_kwargs=train_options,
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    if if_main_process():
+        folder = export_from_hparams(hparams, label_encoder)
+        logger.info("exported the best checkpoint to %s", folder)
+        print(f"Exported model: {folder}")

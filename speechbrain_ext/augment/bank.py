@@ -1,0 +1,229 @@
+"""In-memory banks of short waveforms (noises, room impulse responses).
+
+SpeechBrain's ``AddNoise`` and ``AddReverb`` stream their CSV through a
+DataLoader, re-created whenever it runs out; with a handful of rows that
+happens every few steps and dominates the step time. A bank instead reads
+every file once, keeps them concatenated in one tensor with offsets, and
+serves random segments by indexing, which is as cheap on a GPU as on a CPU.
+
+Example
+-------
+>>> import torch
+>>> from speechbrain_ext.audio import save_audio
+>>> tmpdir = getfixture("tmpdir")
+>>> save_audio(str(tmpdir / "a.wav"), torch.tensor([0.5, -0.5, 0.25]), 16000)
+>>> with open(tmpdir / "bank.csv", "w", encoding="utf-8") as f:
+...     _ = f.write("ID,duration,wav\\na,0.0002,$root/a.wav\\n")
+>>> bank = load_waveform_bank(str(tmpdir / "bank.csv"), {"root": tmpdir})
+>>> bank.random_segments(1, 5)  # shorter than 5 samples: tiled
+tensor([[ 0.5000, -0.5000,  0.2500,  0.5000, -0.5000]])
+"""
+
+import copy
+import os
+
+import torch
+from speechbrain.dataio.dataio import load_data_csv
+
+from speechbrain_ext.audio import AudioError, load_audio
+
+__all__ = ["WaveformBank", "load_waveform_bank", "read_wav_csv"]
+
+# One bank per (csv, mtime, replacements, rate): several augmenters built
+# from the same CSV in one YAML share the memory and the reading time.
+_BANK_CACHE = {}
+
+
+def read_wav_csv(csv_file, replacements=None):
+    """Lists the audio files of a SpeechBrain CSV (ID,duration,wav,...).
+
+    Arguments
+    ---------
+    csv_file : str
+        CSV in SpeechBrain's format with at least the ``ID`` and ``wav``
+        columns; ``$name`` placeholders in it are resolved.
+    replacements : dict, optional
+        Values of the placeholders, e.g. ``{"data_root": "/data"}``.
+
+    Returns
+    -------
+    list of tuple
+        ``(where, path)`` per row, in file order, where ``where`` reads
+        ``"<csv_file>, line <n> (ID <id>)"`` for error messages (the
+        header is line 1; one row per line is assumed).
+
+    Raises
+    ------
+    ValueError
+        If the CSV has no ``wav`` column or no rows.
+
+    Example
+    -------
+    >>> tmpdir = getfixture("tmpdir")
+    >>> with open(tmpdir / "x.csv", "w", encoding="utf-8") as f:
+    ...     _ = f.write("ID,duration,wav\\nn1,1.0,$root/n1.wav\\n")
+    >>> read_wav_csv(str(tmpdir / "x.csv"), {"root": "/d"})[0][1]
+    '/d/n1.wav'
+    """
+    rows = load_data_csv(csv_file, replacements=replacements or {})
+    if not rows:
+        raise ValueError(f"{csv_file} lists no audio files")
+    listed = []
+    for line, (utt_id, row) in enumerate(rows.items(), start=2):
+        if "wav" not in row:
+            raise ValueError(f"{csv_file} has no 'wav' column")
+        listed.append((f"{csv_file}, line {line} (ID {utt_id})", row["wav"]))
+    return listed
+
+
+class WaveformBank:
+    """Waveforms of different lengths stored end to end in one tensor.
+
+    Arguments
+    ---------
+    waveforms : list of torch.Tensor
+        Non-empty 1-D waveforms.
+
+    Example
+    -------
+    >>> bank = WaveformBank([torch.tensor([1.0, 2.0]), torch.tensor([3.0])])
+    >>> bank.select(torch.tensor([1, 0]))
+    (tensor([[3., 0.],
+            [1., 2.]]), tensor([1, 2]))
+    """
+
+    def __init__(self, waveforms):
+        if not waveforms:
+            raise ValueError("a WaveformBank needs at least one waveform")
+        self.samples = torch.cat(list(waveforms))
+        self.lengths = torch.tensor([len(w) for w in waveforms])
+        self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
+
+    def __len__(self):
+        return len(self.lengths)
+
+    @property
+    def device(self):
+        """The device holding the samples."""
+        return self.samples.device
+
+    def to(self, device):
+        """Returns a copy of the bank on ``device`` (self if already there).
+
+        Arguments
+        ---------
+        device : torch.device or str
+            Where the copy lives.
+
+        Returns
+        -------
+        WaveformBank
+            The bank on ``device``.
+        """
+        if torch.device(device) == self.device:
+            return self
+        moved = copy.copy(self)
+        moved.samples = self.samples.to(device)
+        moved.lengths = self.lengths.to(device)
+        moved.offsets = self.offsets.to(device)
+        return moved
+
+    def select(self, indices):
+        """Returns the chosen waveforms, zero-padded to the longest.
+
+        Arguments
+        ---------
+        indices : torch.Tensor
+            Long tensor [batch] of waveform indices.
+
+        Returns
+        -------
+        waveforms : torch.Tensor
+            [batch, max_length] zero-padded waveforms.
+        lengths : torch.Tensor
+            [batch] number of samples of each waveform.
+        """
+        indices = indices.to(self.device)
+        lengths = self.lengths[indices]
+        steps = torch.arange(int(lengths.max()), device=self.device)
+        inside = steps < lengths.unsqueeze(1)
+        positions = self.offsets[indices].unsqueeze(1) + steps
+        positions = torch.where(inside, positions, torch.zeros_like(positions))
+        return self.samples[positions] * inside, lengths
+
+    def random_segments(self, batch_size, length):
+        """Draws segments of random waveforms at random start points.
+
+        A waveform shorter than ``length`` is tiled (repeated end to end); a
+        longer one is read from a start drawn uniformly among those that
+        fit, so that it never wraps around. Draws use torch's global
+        generator on the bank's device.
+
+        Arguments
+        ---------
+        batch_size : int
+            Number of segments.
+        length : int
+            Samples per segment.
+
+        Returns
+        -------
+        torch.Tensor
+            [batch_size, length] segments.
+        """
+        which = torch.randint(len(self), (batch_size,), device=self.device)
+        sizes = self.lengths[which]
+        spare = (sizes - length).clamp(min=0)
+        start = torch.rand(batch_size, device=self.device) * (spare + 1)
+        start = start.long().clamp(max=spare)
+        steps = torch.arange(length, device=self.device)
+        within = (start.unsqueeze(1) + steps) % sizes.unsqueeze(1)
+        return self.samples[self.offsets[which].unsqueeze(1) + within]
+
+
+def load_waveform_bank(csv_file, replacements=None, sample_rate=16000):
+    """Reads every file of a CSV into a :class:`WaveformBank`, once.
+
+    Banks are cached per CSV path, modification time, replacements and
+    sample rate, so later calls (and other augmenters built from the same
+    CSV) return the same object without reading anything.
+
+    Arguments
+    ---------
+    csv_file : str
+        SpeechBrain CSV with ``ID`` and ``wav`` columns.
+    replacements : dict, optional
+        Values of the ``$name`` placeholders of the CSV.
+    sample_rate : int
+        Rate the waveforms are resampled to.
+
+    Returns
+    -------
+    WaveformBank
+        The waveforms, on the CPU, in CSV order.
+
+    Raises
+    ------
+    AudioError
+        If a listed file is missing, corrupt or empty; the message names
+        the file and the CSV line.
+    """
+    csv_file = os.path.abspath(str(csv_file))
+    if not os.path.isfile(csv_file):
+        raise FileNotFoundError(f"CSV not found: {csv_file}")
+    replacements = {k: str(v) for k, v in (replacements or {}).items()}
+    key = (
+        csv_file,
+        os.path.getmtime(csv_file),
+        tuple(sorted(replacements.items())),
+        sample_rate,
+    )
+    if key not in _BANK_CACHE:
+        waveforms = []
+        for where, path in read_wav_csv(csv_file, replacements):
+            try:
+                waveforms.append(load_audio(path, sample_rate=sample_rate))
+            except AudioError as err:
+                raise AudioError(f"{where}: {err}") from err
+        _BANK_CACHE[key] = WaveformBank(waveforms)
+    return _BANK_CACHE[key]

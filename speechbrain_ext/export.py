@@ -1,0 +1,217 @@
+"""Export of trained encoders to folders SpeechBrain's inference loads offline.
+
+The exported folder holds ``hyperparams.yaml`` (a filled-in copy of an
+inference template such as the repository's ``hparams/inference_ecapa.yaml``)
+and one ``<name>.ckpt`` file per pretrainer loadable. The template's
+pretrainer has no ``paths``, so
+``EncoderClassifier.from_hparams(source=<folder>)`` reads every loadable from
+the folder itself and never reaches for a model hub.
+
+Example
+-------
+>>> import torch
+>>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+>>> from speechbrain.inference.speaker import EncoderClassifier
+>>> tmpdir = getfixture("tmpdir")
+>>> model = ECAPA_TDNN(40, channels=[32, 32, 32, 32, 96], lin_neurons=16)
+>>> folder = export_encoder(
+...     str(tmpdir / "model"), default_template(), model,
+...     values={"n_mels": 40, "channels": [32, 32, 32, 32, 96],
+...             "lin_neurons": 16},
+... )
+>>> encoder = EncoderClassifier.from_hparams(
+...     source=folder, savedir=str(tmpdir / "loaded"))
+>>> encoder.encode_batch(torch.rand(2, 16000)).shape
+torch.Size([2, 1, 16])
+"""
+
+import os
+import sys
+
+import ruamel.yaml
+import torch
+
+__all__ = [
+    "default_template",
+    "export_encoder",
+    "export_from_hparams",
+    "find_classifier",
+]
+
+TEMPLATE_NAME = "inference_ecapa.yaml"
+
+
+def default_template(name=TEMPLATE_NAME):
+    """Returns the path of one of the repository's inference templates.
+
+    Arguments
+    ---------
+    name : str
+        Template file name in the top-level ``hparams/`` folder.
+
+    Returns
+    -------
+    str
+        ``<repo>/hparams/<name>`` in a checkout (or editable install), else
+        the copy ``pip install`` puts under ``<prefix>/share``.
+    """
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for folder in (
+        os.path.join(repo, "hparams"),
+        os.path.join(sys.prefix, "share", "speechbrain_ext", "hparams"),
+    ):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"inference template {name} is not installed")
+
+
+def _fill_template(template, values, with_classifier):
+    """Loads the template keeping its comments and tags, sets ``values``."""
+    yaml = ruamel.yaml.YAML()
+    with open(template, encoding="utf-8") as fin:
+        doc = yaml.load(fin)
+    unknown = sorted(set(values) - set(doc))
+    if unknown:
+        raise KeyError(
+            f"{template} has no top-level keys {unknown}; "
+            f"settable keys: {sorted(doc)}"
+        )
+    for key, value in values.items():
+        doc[key] = value
+    if not with_classifier:
+        doc["classifier"] = yaml.load("!new:torch.nn.Identity {}\n")
+        del doc["label_encoder"]
+        loadables = doc["pretrainer"]["loadables"]
+        del loadables["classifier"]
+        del loadables["label_encoder"]
+    return yaml, doc
+
+
+def export_encoder(
+    export_folder,
+    template,
+    embedding_model,
+    values=None,
+    classifier=None,
+    label_encoder=None,
+):
+    """Writes an inference folder for ``EncoderClassifier.from_hparams``.
+
+    Arguments
+    ---------
+    export_folder : str
+        Folder to write (created; existing files are overwritten).
+    template : str
+        Inference hyperparams template whose top-level scalar keys describe
+        the model (see ``hparams/inference_ecapa.yaml``).
+    embedding_model : torch.nn.Module
+        The trained embedding network; saved as ``embedding_model.ckpt``.
+    values : dict, optional
+        Top-level template keys to set, e.g. ``{"n_mels": 80, "channels":
+        [...], "lin_neurons": 192, "n_classes": 800}``. They must match the
+        trained model or loading the checkpoint fails.
+    classifier : torch.nn.Module, optional
+        Speaker classifier (e.g. the AAM-softmax head) saved as
+        ``classifier.ckpt``; without one the export holds an identity so
+        that ``encode_batch`` works and ``classify_batch`` is not offered.
+    label_encoder : speechbrain.dataio.encoder.CategoricalEncoder, optional
+        Speaker label encoder, saved with the classifier.
+
+    Returns
+    -------
+    str
+        The export folder.
+    """
+    with_classifier = classifier is not None
+    if with_classifier and label_encoder is None:
+        raise ValueError("a classifier is exported with its label_encoder")
+    os.makedirs(export_folder, exist_ok=True)
+    yaml, doc = _fill_template(template, dict(values or {}), with_classifier)
+    with open(os.path.join(export_folder, "hyperparams.yaml"), "w") as fout:
+        fout.write(
+            "# Exported by speechbrain_ext.export.export_encoder from\n"
+            f"# {os.path.basename(template)}.\n"
+        )
+        yaml.dump(doc, fout)
+    torch.save(
+        _cpu_state(embedding_model),
+        os.path.join(export_folder, "embedding_model.ckpt"),
+    )
+    if with_classifier:
+        torch.save(
+            _cpu_state(classifier),
+            os.path.join(export_folder, "classifier.ckpt"),
+        )
+        label_encoder.save(os.path.join(export_folder, "label_encoder.ckpt"))
+    return export_folder
+
+
+def _cpu_state(module):
+    """State dict on the CPU, unwrapped from DDP / DataParallel."""
+    module = getattr(module, "module", module)
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def find_classifier(objective):
+    """Returns the speaker classifier an objective trains, if any.
+
+    Arguments
+    ---------
+    objective : torch.nn.Module
+        A training objective (AAM-softmax, a weighted sum holding one...).
+
+    Returns
+    -------
+    torch.nn.Module or None
+        The first ``classifier`` attribute found among its submodules.
+    """
+    for module in objective.modules():
+        classifier = getattr(module, "classifier", None)
+        if isinstance(classifier, torch.nn.Module):
+            return classifier
+    return None
+
+
+def export_from_hparams(hparams, label_encoder=None, min_key="EER"):
+    """Exports the best checkpoint of a training run.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded training hparams with ``checkpointer``, ``embedding_model``,
+        ``objective``, ``export_folder``, ``export_template`` and
+        ``export_values``.
+    label_encoder : CategoricalEncoder, optional
+        The run's speaker encoder; read from ``label_encoder_file`` if None.
+    min_key : str
+        Checkpoint meta key to minimise when choosing the checkpoint.
+
+    Returns
+    -------
+    str
+        The export folder.
+    """
+    checkpointer = hparams["checkpointer"]
+    if checkpointer.recover_if_possible(min_key=min_key) is None:
+        raise FileNotFoundError(
+            f"no checkpoint with '{min_key}' in {checkpointer.checkpoints_dir}"
+            ": train first"
+        )
+    classifier = find_classifier(hparams["objective"])
+    if classifier is not None and label_encoder is None:
+        from speechbrain.dataio.encoder import CategoricalEncoder
+
+        label_encoder = CategoricalEncoder()
+        label_encoder.load(hparams["label_encoder_file"])
+    values = dict(hparams["export_values"])
+    if classifier is not None:
+        values["n_classes"] = len(label_encoder)
+    return export_encoder(
+        hparams["export_folder"],
+        hparams["export_template"],
+        hparams["embedding_model"],
+        values=values,
+        classifier=classifier,
+        label_encoder=label_encoder,
+    )

@@ -1,0 +1,196 @@
+"""Batched, length-sorted, resumable speaker-embedding extraction.
+
+Calling ``EncoderClassifier.encode_batch`` once per file wastes most of the
+time on Python overhead and tiny matrix products. :class:`EmbeddingExtractor`
+sorts utterances by duration so each batch holds similar lengths (little
+padding), decodes audio in DataLoader workers while the model runs, and
+writes finished batches to a cache folder, so an interrupted extraction of
+CN-Celeb's 18k test files resumes where it stopped.
+
+Example
+-------
+>>> import torch
+>>> from speechbrain_ext.audio import save_audio
+>>> tmpdir = getfixture("tmpdir")
+>>> items = []
+>>> for i, seconds in enumerate([0.5, 1.0, 0.7]):
+...     path = str(tmpdir / f"u{i}.wav")
+...     save_audio(path, 0.1 * torch.randn(int(16000 * seconds)), 16000)
+...     items.append((f"u{i}", path))
+>>> class MeanEncoder:  # stands in for EncoderClassifier
+...     device = "cpu"
+...     def encode_batch(self, wavs, wav_lens):
+...         return wavs[:, :4].unsqueeze(1)
+>>> extractor = EmbeddingExtractor(MeanEncoder(), batch_size=2)
+>>> ids, emb = extractor(items)
+>>> ids, emb.shape
+(['u0', 'u1', 'u2'], (3, 4))
+"""
+
+import glob
+import logging
+import os
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from speechbrain_ext.audio import audio_info, load_audio
+
+__all__ = ["EmbeddingExtractor"]
+
+logger = logging.getLogger(__name__)
+
+
+class _AudioList(torch.utils.data.Dataset):
+    """Reads the waveforms of a list of (id, path) items."""
+
+    def __init__(self, items, sample_rate, max_seconds):
+        self.items = items
+        self.sample_rate = sample_rate
+        self.max_samples = (
+            int(max_seconds * sample_rate) if max_seconds else None
+        )
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        uid, path = self.items[index]
+        return uid, load_audio(path, sample_rate=self.sample_rate)[
+            : self.max_samples
+        ]
+
+
+def _pad_batch(batch):
+    """Pads waveforms and returns SpeechBrain's relative lengths."""
+    ids = [uid for uid, _ in batch]
+    lengths = torch.tensor([len(wav) for _, wav in batch])
+    wavs = torch.zeros(len(batch), int(lengths.max()))
+    for row, (_, wav) in enumerate(batch):
+        wavs[row, : len(wav)] = wav
+    return ids, wavs, lengths.float() / lengths.max()
+
+
+class EmbeddingExtractor:
+    """Embeds many audio files in length-sorted batches.
+
+    Arguments
+    ---------
+    encoder : object
+        Anything with ``encode_batch(wavs, wav_lens)`` and ``device``, e.g.
+        ``speechbrain.inference.speaker.EncoderClassifier``.
+    batch_size : int
+        Utterances per batch.
+    max_batch_seconds : float, optional
+        Also caps the total audio per batch (long files get small batches).
+    max_seconds : float, optional
+        Crops each utterance to at most this long (None keeps it whole).
+    sample_rate : int
+        Rate the encoder expects; files at other rates are resampled.
+    num_workers : int
+        DataLoader workers decoding audio beside the model.
+    """
+
+    def __init__(
+        self,
+        encoder,
+        batch_size=32,
+        max_batch_seconds=None,
+        max_seconds=None,
+        sample_rate=16000,
+        num_workers=0,
+    ):
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.max_batch_seconds = max_batch_seconds
+        self.max_seconds = max_seconds
+        self.sample_rate = sample_rate
+        self.num_workers = num_workers
+
+    def _batches(self, durations):
+        """Groups length-sorted indices under the batch limits."""
+        order = np.argsort(durations, kind="stable")[::-1]
+        batch = []
+        for index in order:
+            # Longest first: the batch's first item sets everyone's padding.
+            padded = durations[batch[0]] * (len(batch) + 1) if batch else 0.0
+            over = self.max_batch_seconds and padded > self.max_batch_seconds
+            if len(batch) == self.batch_size or (batch and over):
+                yield batch
+                batch = []
+            batch.append(int(index))
+        if batch:
+            yield batch
+
+    @torch.no_grad()
+    def __call__(self, items, cache_folder=None, desc="embedding"):
+        """Embeds ``items``, resuming from ``cache_folder`` if given.
+
+        Arguments
+        ---------
+        items : list of (str, str)
+            Utterance ids and audio paths. Ids must be unique.
+        cache_folder : str, optional
+            Folder of finished batches (``part-*.npz``); items found there are
+            not embedded again.
+        desc : str
+            Progress-bar label.
+
+        Returns
+        -------
+        ids : list of str
+            The ids, in the order of ``items``.
+        embeddings : numpy.ndarray
+            Float32 array [len(items), dim].
+        """
+        items = [(str(uid), str(path)) for uid, path in items]
+        uids = [uid for uid, _ in items]
+        if len(set(uids)) != len(uids):
+            raise ValueError("utterance ids to embed are not unique")
+        done = self._load_cache(cache_folder)
+        todo = [item for item in items if item[0] not in done]
+        if todo:
+            self._embed(todo, done, cache_folder, desc)
+        return uids, np.stack([done[uid] for uid in uids]).astype(np.float32)
+
+    def _embed(self, todo, done, cache_folder, desc):
+        """Embeds the items not cached yet, saving each batch."""
+        durations = np.array([audio_info(p).duration for _, p in todo])
+        if self.max_seconds:
+            durations = np.minimum(durations, self.max_seconds)
+        batches = list(self._batches(durations))
+        loader = torch.utils.data.DataLoader(
+            _AudioList(todo, self.sample_rate, self.max_seconds),
+            batch_sampler=batches,
+            collate_fn=_pad_batch,
+            num_workers=self.num_workers,
+        )
+        part = len(done)
+        for ids, wavs, lens in tqdm(loader, desc=desc, total=len(batches)):
+            device = self.encoder.device
+            emb = self.encoder.encode_batch(wavs.to(device), lens.to(device))
+            emb = emb.reshape(len(ids), -1).float().cpu().numpy()
+            done.update(zip(ids, emb))
+            if cache_folder is not None:
+                os.makedirs(cache_folder, exist_ok=True)
+                path = os.path.join(cache_folder, f"part-{part:09d}.npz")
+                # Write then rename: a kill mid-write leaves no broken part.
+                np.savez(path + ".tmp.npz", ids=np.array(ids), emb=emb)
+                os.replace(path + ".tmp.npz", path)
+                part += len(ids)
+
+    @staticmethod
+    def _load_cache(cache_folder):
+        """Reads finished batches from the cache folder."""
+        done = {}
+        if cache_folder is None:
+            return done
+        for path in sorted(glob.glob(os.path.join(cache_folder, "part-*.npz"))):
+            if path.endswith(".tmp.npz"):
+                continue
+            with np.load(path) as part:
+                done.update(zip(part["ids"].tolist(), part["emb"]))
+        if done:
+            logger.info("%d embeddings cached in %s", len(done), cache_folder)
+        return done

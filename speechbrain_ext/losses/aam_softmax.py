@@ -1,0 +1,107 @@
+"""AAM-softmax classification loss that owns its speaker classifier.
+
+The computation is that of SpeechBrain's VoxCeleb ECAPA-TDNN recipe: an
+``ECAPA_TDNN.Classifier`` produces cosine logits and
+``LogSoftmaxWrapper(AdditiveAngularMargin(margin, scale))`` turns them into
+the loss. Holding the classifier inside the objective gives it the same
+``objective(embeddings, labels)`` call as the contrastive losses, and
+puts its weights wherever the objective goes (``modules``, checkpoints).
+
+Authors
+ * speechbrain_ext contributors
+"""
+
+import torch
+from speechbrain.lobes.models.ECAPA_TDNN import Classifier
+from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
+
+from speechbrain_ext.losses.aam_supcon import flatten_batch
+
+__all__ = ["AAMSoftmaxLoss"]
+
+
+class AAMSoftmaxLoss(torch.nn.Module):
+    """Additive angular margin softmax over a trainable cosine classifier.
+
+    For an embedding with label y and angles theta_j to the (normalised)
+    class weights, the loss is the cross-entropy of the logits
+    s * cos(theta_y + m) for the target class and s * cos(theta_j) for the
+    others, averaged over the batch (SpeechBrain's AdditiveAngularMargin
+    with ``easy_margin=False``).
+
+    The classifier runs in float32 with autocast disabled: at scale 30 a
+    half-precision cosine would move the logits by about 0.1.
+
+    Arguments
+    ---------
+    input_size : int
+        Embedding dimension.
+    n_classes : int
+        Number of training speakers; needed unless ``classifier`` is given.
+    margin : float
+        Additive angular margin m (radians).
+    scale : float
+        Logit scale s.
+    classifier : torch.nn.Module, optional
+        A module mapping ``[N, 1, D]`` embeddings to ``[N, 1, C]`` cosine
+        logits, e.g. an existing ``ECAPA_TDNN.Classifier``. Built from
+        ``input_size`` and ``n_classes`` when omitted.
+
+    Example
+    -------
+    >>> loss = AAMSoftmaxLoss(input_size=8, n_classes=5)
+    >>> embeddings = torch.randn(4, 1, 8)
+    >>> labels = torch.tensor([[0], [1], [4], [4]])
+    >>> loss(embeddings, labels).shape
+    torch.Size([])
+    >>> loss.classifier.weight.shape
+    torch.Size([5, 8])
+    """
+
+    def __init__(
+        self,
+        input_size=192,
+        n_classes=None,
+        margin=0.2,
+        scale=30.0,
+        classifier=None,
+    ):
+        super().__init__()
+        if classifier is None:
+            if n_classes is None:
+                raise ValueError(
+                    "AAMSoftmaxLoss needs n_classes (or a classifier module)"
+                )
+            classifier = Classifier(input_size, out_neurons=n_classes)
+        self.classifier = classifier
+        self.aam_loss = LogSoftmaxWrapper(
+            AdditiveAngularMargin(margin=margin, scale=scale)
+        )
+
+    def forward(self, embeddings, labels):
+        """Computes the loss of one batch.
+
+        Arguments
+        ---------
+        embeddings : torch.Tensor
+            Embeddings, ``[N, D]`` or ``[N, 1, D]``.
+        labels : torch.Tensor
+            Integer speaker indices in ``[0, n_classes)``, ``[N]`` or
+            ``[N, 1]``.
+
+        Returns
+        -------
+        torch.Tensor
+            The scalar loss, float32.
+        """
+        embeddings, labels = flatten_batch(embeddings, labels)
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            logits = self.classifier(embeddings.float().unsqueeze(1))
+            n_classes = logits.shape[-1]
+            lowest, highest = int(labels.min()), int(labels.max())
+            if lowest < 0 or highest >= n_classes:
+                raise ValueError(
+                    f"labels must lie in [0, {n_classes}) (the classifier's "
+                    f"classes), got values in [{lowest}, {highest}]"
+                )
+            return self.aam_loss(logits, labels.unsqueeze(1))

@@ -1,0 +1,247 @@
+"""Supervised contrastive loss with an additive angular margin (AAM-SupCon).
+
+Every embedding in a batch is an anchor; the other embeddings with the same
+label are its positives and all embeddings with another label its negatives
+(Khosla et al., 2020, "Supervised Contrastive Learning", L_out). AAM-SupCon
+(Li and Mak, 2022, arXiv 2210.16636) subtracts an angular margin from the
+positive logits only, so a positive pair must be closer than the negatives
+by the margin before the loss is satisfied. With ``margin=0`` it is plain
+SupCon, and with two views per instance it is SimCLR's NT-Xent.
+
+Every objective of this package is called as ``objective(embeddings,
+labels)`` with embeddings ``[N, D]`` or SpeechBrain's ``[N, 1, D]`` and
+integer labels ``[N]`` or ``[N, 1]``, and returns a scalar.
+
+Authors
+ * speechbrain_ext contributors
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["AAMSupConLoss", "NTXentLoss", "flatten_batch"]
+
+MARGIN_TYPES = ("arc", "cos")
+
+# Keeps sqrt(1 - cos^2) and its gradient finite (SpeechBrain's
+# AdditiveAngularMargin uses the same clamp).
+_COS_EPS = 1e-7
+
+
+def flatten_batch(embeddings, labels):
+    """Brings embeddings to ``[N, D]`` and labels to ``[N]``.
+
+    Arguments
+    ---------
+    embeddings : torch.Tensor
+        Embeddings, ``[N, D]`` or ``[N, 1, D]`` (SpeechBrain's layout).
+    labels : torch.Tensor
+        Integer labels, ``[N]`` or ``[N, 1]``.
+
+    Returns
+    -------
+    embeddings : torch.Tensor
+        The embeddings as ``[N, D]``.
+    labels : torch.Tensor
+        The labels as ``[N]``.
+
+    Raises
+    ------
+    ValueError
+        If a shape is not one of the above or the batch sizes differ.
+
+    Example
+    -------
+    >>> emb, lab = flatten_batch(torch.ones(4, 1, 3), torch.zeros(4, 1))
+    >>> emb.shape, lab.shape
+    (torch.Size([4, 3]), torch.Size([4]))
+    """
+    if embeddings.dim() == 3 and embeddings.shape[1] == 1:
+        embeddings = embeddings.squeeze(1)
+    if embeddings.dim() != 2:
+        raise ValueError(
+            "embeddings must be [N, D] or [N, 1, D], got shape "
+            f"{tuple(embeddings.shape)}"
+        )
+    if labels.dim() == 2 and labels.shape[1] == 1:
+        labels = labels.squeeze(1)
+    if labels.dim() != 1:
+        raise ValueError(
+            f"labels must be [N] or [N, 1], got shape {tuple(labels.shape)}"
+        )
+    if labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(
+            f"{embeddings.shape[0]} embeddings but {labels.shape[0]} labels"
+        )
+    return embeddings, labels
+
+
+class AAMSupConLoss(torch.nn.Module):
+    """Supervised contrastive loss with an angular margin on positive pairs.
+
+    With z_i the L2-normalised embeddings, cos(theta_ij) = z_i . z_j and
+    s = 1 / temperature, the logits are
+
+        l_ij = s * psi(theta_ij)  if i != j and label(i) == label(j)
+        l_ij = s * cos(theta_ij)  if label(i) != label(j)
+
+    where psi(theta) = cos(theta + m) for ``margin_type="arc"`` (ArcFace;
+    where theta + m > pi it becomes cos(theta) - m * sin(m) so that psi
+    keeps decreasing with theta) or psi(theta) = cos(theta) - m for
+    ``margin_type="cos"`` (CosFace). With P(i) the positives of anchor i
+    and A(i) every index but i,
+
+        L_i = -1/|P(i)| sum_{p in P(i)} [l_ip - log sum_{a in A(i)} exp(l_ia)]
+
+    and the loss is the mean of L_i over the anchors with at least one
+    positive. Anchors without positives still act as negatives for the
+    others. A batch in which no anchor has a positive gives 0 (with a
+    zero gradient) rather than NaN.
+
+    The computation runs in float32 with autocast disabled, so half
+    precision inputs and mixed-precision training give the float32 value.
+
+    Arguments
+    ---------
+    margin : float
+        The margin m (radians for "arc", cosine units for "cos"); 0 gives
+        plain SupCon.
+    temperature : float
+        The temperature tau; the logits are scaled by s = 1 / tau.
+    margin_type : str
+        "arc" for cos(theta + m) or "cos" for cos(theta) - m.
+
+    Example
+    -------
+    >>> import math
+    >>> angles = torch.tensor([0.0, 0.5, 1.0, 1.5])
+    >>> embeddings = torch.stack([angles.cos(), angles.sin()], dim=1)
+    >>> labels = torch.tensor([0, 0, 1, 1])
+    >>> loss = AAMSupConLoss(margin=0.2, temperature=0.07)
+    >>> loss(embeddings, labels)
+    tensor(0.9196)
+    >>> AAMSupConLoss(margin=0.0)(embeddings, labels)
+    tensor(0.3526)
+    """
+
+    def __init__(self, margin=0.2, temperature=0.07, margin_type="arc"):
+        super().__init__()
+        if margin_type not in MARGIN_TYPES:
+            raise ValueError(
+                f"margin_type must be one of {MARGIN_TYPES}, "
+                f"got {margin_type!r}"
+            )
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 <= margin < math.pi / 2:
+            raise ValueError(f"margin must be in [0, pi/2), got {margin}")
+        self.margin = float(margin)
+        self.temperature = float(temperature)
+        self.margin_type = margin_type
+
+    def margin_similarity(self, cosine):
+        """Returns psi(theta), the similarity of a positive pair.
+
+        Arguments
+        ---------
+        cosine : torch.Tensor
+            Cosine similarities cos(theta), any shape.
+
+        Returns
+        -------
+        torch.Tensor
+            psi(theta), same shape as ``cosine``.
+
+        Example
+        -------
+        >>> loss = AAMSupConLoss(margin=0.5, margin_type="cos")
+        >>> loss.margin_similarity(torch.tensor([1.0, 0.0]))
+        tensor([ 0.5000, -0.5000])
+        """
+        if self.margin_type == "cos":
+            return cosine - self.margin
+        cos_m, sin_m = math.cos(self.margin), math.sin(self.margin)
+        cosine = cosine.clamp(-1 + _COS_EPS, 1 - _COS_EPS)
+        sine = torch.sqrt(1.0 - cosine**2)
+        cos_theta_plus_m = cosine * cos_m - sine * sin_m
+        # Beyond theta = pi - m, cos(theta + m) would rise again and reward
+        # pushing positives apart; ArcFace's linear fallback keeps psi
+        # decreasing.
+        beyond_pi = cosine <= -cos_m
+        return torch.where(
+            beyond_pi, cosine - self.margin * sin_m, cos_theta_plus_m
+        )
+
+    def forward(self, embeddings, labels):
+        """Computes the loss of one batch.
+
+        Arguments
+        ---------
+        embeddings : torch.Tensor
+            Embeddings, ``[N, D]`` or ``[N, 1, D]``; normalised inside.
+        labels : torch.Tensor
+            Integer class (speaker) labels, ``[N]`` or ``[N, 1]``.
+
+        Returns
+        -------
+        torch.Tensor
+            The scalar loss, float32.
+        """
+        embeddings, labels = flatten_batch(embeddings, labels)
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            z = F.normalize(embeddings.float(), dim=1)
+            cosine = z @ z.T
+            n = z.shape[0]
+            is_self = torch.eye(n, dtype=torch.bool, device=z.device)
+            positive = (labels[:, None] == labels[None, :]) & ~is_self
+            if self.margin > 0:
+                similarity = torch.where(
+                    positive, self.margin_similarity(cosine), cosine
+                )
+            else:
+                similarity = cosine
+            logits = (similarity / self.temperature).masked_fill(
+                is_self, float("-inf")
+            )
+            log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+            positive_log_prob = log_prob.masked_fill(~positive, 0.0).sum(dim=1)
+            n_positive = positive.sum(dim=1)
+            anchor_loss = -positive_log_prob / n_positive.clamp(min=1)
+            # Anchors without positives add 0 and are not counted; this
+            # also avoids a host sync to test whether any anchor is left.
+            n_anchors = (n_positive > 0).sum().clamp(min=1)
+            return anchor_loss.sum() / n_anchors
+
+
+class NTXentLoss(AAMSupConLoss):
+    """SimCLR's normalised temperature-scaled cross-entropy (NT-Xent).
+
+    ``labels`` are instance ids: the rows sharing an id are views of one
+    instance (e.g. augmented copies of one crop) and are positives of each
+    other; every other row is a negative. With two views per instance each
+    anchor has exactly one positive and
+
+        L_i = -log(exp(s cos_ip) / sum_{a != i} exp(s cos_ia)),
+
+    which is Chen et al.'s NT-Xent and equals SupCon (``AAMSupConLoss``
+    with ``margin=0``) term by term, so this class only fixes the margin.
+    With V > 2 views it is the multi-positive form, averaging the V - 1
+    positives of each anchor.
+
+    Arguments
+    ---------
+    temperature : float
+        The temperature tau.
+
+    Example
+    -------
+    >>> views = torch.randn(8, 16)
+    >>> instance_ids = torch.arange(4).repeat(2)
+    >>> NTXentLoss(temperature=0.1)(views, instance_ids).shape
+    torch.Size([])
+    """
+
+    def __init__(self, temperature=0.1):
+        super().__init__(margin=0.0, temperature=temperature)

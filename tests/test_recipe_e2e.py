@@ -1,0 +1,182 @@
+"""End-to-end: generated CN-Celeb tree -> train.py -> export -> inference.
+
+Runs the real recipe scripts in subprocesses on a tiny generated corpus with
+a tiny ECAPA-TDNN, then loads the export with SpeechBrain's own inference
+classes, and kills a run mid-epoch to check that it resumes.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from speechbrain_ext.data.demo_corpus import generate_demo_corpus
+
+RECIPE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "recipes",
+    "CNCeleb",
+)
+TINY = [
+    "--channels=[32, 32, 32, 32, 96]",
+    "--attention_channels=16",
+    "--emb_dim=32",
+    "--batch_size=8",
+    "--sentence_len=1.0",
+    "--num_workers=0",
+    "--valid_max_utterances=60",
+    "--ckpt_interval_minutes=0",
+    "--keep_checkpoints=10",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A tiny corpus in CN-Celeb's layout."""
+    root = str(tmp_path_factory.mktemp("corpus") / "CN-Celeb_flac")
+    generate_demo_corpus(
+        root,
+        n_train_speakers=6,
+        n_eval_speakers=3,
+        utts_per_speaker=8,
+        n_test_per_eval_speaker=3,
+        seed=7,
+    )
+    return root
+
+
+def run_recipe(script, *args, timeout=600):
+    """Runs a recipe script from the recipe folder; fails with its output."""
+    process = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=RECIPE,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[
+        -3000:
+    ]
+    return process.stdout
+
+
+def brain_steps(save_folder):
+    """Most optimizer steps recorded in any checkpoint of a run."""
+    steps = [
+        torch.load(os.path.join(save_folder, d, "brain.ckpt"))[
+            "optimizer_step"
+        ]
+        for d in os.listdir(save_folder)
+        if d.startswith("CKPT")
+    ]
+    return max(steps)
+
+
+def train_args(corpus, out, hparams="hparams/aam_softmax.yaml", epochs=2):
+    """Command-line for a tiny training run."""
+    return [
+        hparams,
+        f"--data_folder={corpus}",
+        f"--output_folder={out}",
+        f"--prep_folder={out}/prepared",
+        f"--number_of_epochs={epochs}",
+        *TINY,
+    ]
+
+
+def test_train_export_load_verify(corpus, tmp_path):
+    from speechbrain.inference.speaker import (
+        EncoderClassifier,
+        SpeakerRecognition,
+    )
+
+    out = str(tmp_path / "run")
+    stdout = run_recipe("train.py", *train_args(corpus, out))
+    export = os.path.join(out, "export")
+    assert f"Exported model: {export}" in stdout
+    for name in ("hyperparams.yaml", "embedding_model.ckpt",
+                 "classifier.ckpt", "label_encoder.ckpt"):
+        assert os.path.isfile(os.path.join(export, name)), name
+    with open(os.path.join(export, "hyperparams.yaml")) as fin:
+        text = fin.read()
+    assert "paths:" not in text and "speechbrain/" not in text
+
+    # Offline load with SpeechBrain's own classes; embeddings are the
+    # trained ones (they equal the best checkpoint's model), not random.
+    encoder = EncoderClassifier.from_hparams(
+        source=export, savedir=str(tmp_path / "loaded")
+    )
+    wavs = torch.randn(2, 16000) * 0.1
+    emb = encoder.encode_batch(wavs)
+    assert emb.shape == (2, 1, 32)
+    trained = torch.load(os.path.join(export, "embedding_model.ckpt"))
+    for key, value in encoder.mods.embedding_model.state_dict().items():
+        assert torch.equal(value, trained[key]), key
+    with open(os.path.join(out, "train_log.txt")) as fin:
+        assert fin.read().count("epoch:") == 2
+
+    verifier = SpeakerRecognition.from_hparams(
+        source=export, savedir=str(tmp_path / "loaded_sr")
+    )
+    with open(os.path.join(out, "prepared", "test.csv")) as fin:
+        wav = next(csv.DictReader(fin))["wav"].replace("$data_root", corpus)
+    score, decision = verifier.verify_files(wav, wav)
+    assert score.item() == pytest.approx(1.0, abs=1e-4)
+
+    verify_out = str(tmp_path / "verify")
+    stdout = run_recipe(
+        "verify.py", "--model", export, "--data_folder", corpus,
+        "--prep_folder", os.path.join(out, "prepared"),
+        "--output_folder", verify_out, "--enrol_mode", "concat", "avg",
+    )
+    with open(os.path.join(verify_out, "summary.json")) as fin:
+        results = json.load(fin)["results"]
+    assert set(results) == {"concat", "avg"}
+    n_trials = 3 * 3 * 3
+    for result in results.values():
+        assert result["n_trials"] == n_trials
+        assert result["n_target"] == 3 * 3
+        assert 0.0 <= result["EER"] <= 1.0
+    for name in ("det.png", "score_hist.png", "scores_concat.txt"):
+        assert os.path.isfile(os.path.join(verify_out, name))
+    assert "| concat |" in stdout
+
+
+def test_resume_after_kill(corpus, tmp_path):
+    """SIGKILL mid-epoch, rerun: same step count as an uninterrupted run."""
+    out = str(tmp_path / "killed")
+    args = train_args(corpus, out, epochs=3)
+    command = [sys.executable, "train.py", *args, "--ckpt_interval_steps=2"]
+    process = subprocess.Popen(
+        command, cwd=RECIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    save = os.path.join(out, "save")
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and process.poll() is None:
+        if os.path.isdir(save) and any(
+            d.startswith("CKPT") for d in os.listdir(save)
+        ):
+            time.sleep(0.5)  # let the checkpoint finish writing
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            killed_at = brain_steps(save)
+            break
+        time.sleep(0.2)
+    assert killed_at is not None, "no intra-epoch checkpoint before the end"
+
+    stdout = run_recipe("train.py", *args, "--ckpt_interval_steps=2")
+    assert "Exported model" in stdout
+
+    reference = str(tmp_path / "uninterrupted")
+    run_recipe("train.py", *train_args(corpus, reference, epochs=3))
+    total = brain_steps(os.path.join(reference, "save"))
+    assert 0 < killed_at < total
+    assert brain_steps(save) == total
