@@ -148,9 +148,14 @@ def export_encoder(
 
 
 def _cpu_state(module):
-    """State dict on the CPU, unwrapped from DDP / DataParallel."""
+    """State dict on the CPU, unwrapped from DDP / DataParallel.
+
+    Modules with training-only heads (e.g. the separative encoder's mask
+    head) give their inference weights through ``embedding_state_dict``.
+    """
     module = getattr(module, "module", module)
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    state = getattr(module, "embedding_state_dict", module.state_dict)()
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 def find_classifier(objective):
@@ -206,7 +211,9 @@ def export_from_hparams(hparams, label_encoder=None, min_key="EER"):
         label_encoder.load(hparams["label_encoder_file"])
     values = dict(hparams["export_values"])
     if classifier is not None:
-        values["n_classes"] = len(label_encoder)
+        # Rows of the classifier, not len(label_encoder): the encoder also
+        # numbers validation speakers, which the classifier never saw.
+        values["n_classes"] = classifier.weight.shape[0]
     return export_encoder(
         hparams["export_folder"],
         hparams["export_template"],

@@ -27,6 +27,7 @@ Example
 (['u0', 'u1', 'u2'], (3, 4))
 """
 
+import collections
 import glob
 import logging
 import os
@@ -146,8 +147,13 @@ class EmbeddingExtractor:
         """
         items = [(str(uid), str(path)) for uid, path in items]
         uids = [uid for uid, _ in items]
-        if len(set(uids)) != len(uids):
-            raise ValueError("utterance ids to embed are not unique")
+        counts = collections.Counter(uids)
+        repeated = [uid for uid, count in counts.items() if count > 1]
+        if repeated:
+            raise ValueError(
+                f"utterance ids to embed are not unique: {repeated[:5]} "
+                f"({len(repeated)} repeated)"
+            )
         done = self._load_cache(cache_folder)
         todo = [item for item in items if item[0] not in done]
         if todo:

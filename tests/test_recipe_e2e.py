@@ -15,6 +15,7 @@ import time
 
 import pytest
 import torch
+import yaml
 
 from speechbrain_ext.data.demo_corpus import generate_demo_corpus
 
@@ -66,15 +67,20 @@ def run_recipe(script, *args, timeout=600):
     return process.stdout
 
 
+def finished_checkpoints(save_folder):
+    """Checkpoint folders whose CKPT.yaml (written last) exists."""
+    if not os.path.isdir(save_folder):
+        return []
+    folders = (os.path.join(save_folder, d) for d in os.listdir(save_folder))
+    return [d for d in folders if os.path.isfile(os.path.join(d, "CKPT.yaml"))]
+
+
 def brain_steps(save_folder):
-    """Most optimizer steps recorded in any checkpoint of a run."""
-    steps = [
-        torch.load(os.path.join(save_folder, d, "brain.ckpt"))[
-            "optimizer_step"
-        ]
-        for d in os.listdir(save_folder)
-        if d.startswith("CKPT")
-    ]
+    """Most optimizer steps recorded in any finished checkpoint of a run."""
+    steps = []
+    for folder in finished_checkpoints(save_folder):
+        with open(os.path.join(folder, "brain.ckpt")) as fin:  # Brain: YAML
+            steps.append(yaml.safe_load(fin)["optimizer_step"])
     return max(steps)
 
 
@@ -161,10 +167,7 @@ def test_resume_after_kill(corpus, tmp_path):
     deadline = time.time() + 300
     killed_at = None
     while time.time() < deadline and process.poll() is None:
-        if os.path.isdir(save) and any(
-            d.startswith("CKPT") for d in os.listdir(save)
-        ):
-            time.sleep(0.5)  # let the checkpoint finish writing
+        if finished_checkpoints(save):
             process.send_signal(signal.SIGKILL)
             process.wait()
             killed_at = brain_steps(save)

@@ -152,9 +152,19 @@ def crop_or_repeat(wav, length):
     return wav[:length]
 
 
+def speakers_of(dataset):
+    """The ``spk_id`` of every item, read from the manifest (no audio)."""
+    return [dataset.data[uid]["spk_id"] for uid in dataset.data_ids]
+
+
 def dataio_prep(hparams):
     """Builds the training/validation datasets and their pipelines."""
-    replacements = {"data_root": hparams["data_folder"]}
+    # CN-Celeb2 rows are written relative to $data_root2.
+    cnceleb2 = hparams["prepare_options"].get("cnceleb2_folder")
+    replacements = {
+        "data_root": hparams["data_folder"],
+        "data_root2": cnceleb2 or hparams["data_folder"],
+    }
     train_data = sb.dataio.dataset.DynamicItemDataset.from_csv(
         hparams["train_annotation"], replacements=replacements
     )
@@ -226,6 +236,9 @@ def dataio_prep(hparams):
         from_didatasets=[train_data, valid_data],
         output_key="spk_id",
     )
+    label_encoder.expect_len(
+        len(set(speakers_of(train_data)) | set(speakers_of(valid_data)))
+    )
     sb.dataio.dataset.set_output_keys(
         [train_data, valid_data], ["id", "sig", "spk_id_encoded"]
     )
@@ -241,9 +254,7 @@ def train_loader_options(hparams, train_data):
     options = dict(hparams["train_dataloader_opts"])
     make_sampler = hparams.get("train_sampler")
     if make_sampler is not None:
-        with train_data.output_keys_as(["spk_id"]):
-            speakers = [item["spk_id"] for item in train_data]
-        options["batch_sampler"] = make_sampler(speakers)
+        options["batch_sampler"] = make_sampler(speakers_of(train_data))
         for key in ("batch_size", "shuffle", "drop_last"):
             options.pop(key, None)
     return options

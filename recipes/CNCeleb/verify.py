@@ -41,6 +41,8 @@ def parse_args(argv):
                         help="exported model folder (hyperparams.yaml)")
     parser.add_argument("--data_folder", required=True,
                         help="value of $data_root in the manifests")
+    parser.add_argument("--cnceleb2_folder", default=None,
+                        help="value of $data_root2 (CN-Celeb2 cohort rows)")
     parser.add_argument("--prep_folder", default="results/prepared",
                         help="folder written by the data preparation")
     parser.add_argument("--output_folder", default=None,
@@ -96,7 +98,10 @@ def main(argv=None):
         savedir=os.path.join(output, "model"),
         run_opts={"device": args.device},
     )
-    replacements = {"data_root": args.data_folder}
+    replacements = {
+        "data_root": args.data_folder,
+        "data_root2": args.cnceleb2_folder or args.data_folder,
+    }
     trials = read_trial_file(
         args.trials or os.path.join(args.prep_folder, "trials.csv")
     )

@@ -11,6 +11,13 @@ which objective it has.
 * :class:`AAMSoftmaxLoss` - AAM-softmax over its own cosine classifier.
 * :class:`WeightedLossSum` - sum_k w_k L_k, e.g. the hybrid
   AAM-SupCon + lambda * AAM-softmax.
+
+The self-supervised CSC objective is the exception: it compares each
+view's representation with its global speaker vector (and the mask head's
+estimate with the clean target), so it is called as
+``loss = CSCLoss(...)(z, g, estimate, target, lengths)``.
+
+* :class:`CSCLoss` - -I_G(z; g) + beta * separation loss.
 """
 
 from speechbrain_ext.losses.aam_softmax import AAMSoftmaxLoss
@@ -19,11 +26,13 @@ from speechbrain_ext.losses.aam_supcon import (
     NTXentLoss,
     flatten_batch,
 )
+from speechbrain_ext.losses.csc import CSCLoss
 from speechbrain_ext.losses.weighted_sum import WeightedLossSum
 
 __all__ = [
     "AAMSoftmaxLoss",
     "AAMSupConLoss",
+    "CSCLoss",
     "NTXentLoss",
     "WeightedLossSum",
     "flatten_batch",

@@ -1,0 +1,739 @@
+"""Data preparation for CN-Celeb speaker verification (and folder corpora).
+
+:func:`prepare_cnceleb` reads the extracted CN-Celeb release (openslr 82,
+the ``CN-Celeb_flac`` folder, optionally with CN-Celeb2 from openslr 82b) and
+writes SpeechBrain CSV manifests into ``save_folder``:
+
+- ``train.csv``, ``valid.csv``: the CN-Celeb1 dev speakers (``dev/dev.lst``)
+  plus CN-Celeb2, split speaker-disjoint or by held-out utterances. Columns
+  ``ID, duration, wav, start, stop, spk_id, genre``.
+- ``enrol_concat.csv``: one row per enrolment id, the concatenated
+  ``eval/enroll/<id>.flac`` ("Concat" enrolment).
+- ``enrol_avg.csv``: one row per source utterance listed in
+  ``eval/lists/enroll.map`` ("Avg" enrolment: average their embeddings).
+  Both enrolment CSVs have an ``enrol_id`` column.
+- ``test.csv``: the ``eval/test`` files; the ID is the file stem, e.g.
+  ``id00800-singing-01-005``.
+- ``trials.csv``: ``enrol_id, test_id, label`` from ``trials.lst``.
+- ``skipped.csv``: every unusable audio file with the reason.
+
+Paths are ``$data_root/...`` for CN-Celeb1 and ``$data_root2/...`` for
+CN-Celeb2, so load with::
+
+    DynamicItemDataset.from_csv(csv, replacements={
+        "data_root": data_folder, "data_root2": cnceleb2_folder})
+
+(``data_root2`` is only needed when CN-Celeb2 was prepared). A joined
+training item (see ``join_min_duration``) lists its files in ``wav``
+separated by ``;``; its ``stop`` is the total number of samples.
+
+The lists name files ``.wav`` although the release holds ``.flac``: list
+entries are matched to files by stem, never by extension.
+
+:func:`prepare_folder_corpus` prepares any corpus of speaker folders, e.g.
+the shared benchmark data ``speakers/<corpus>/<speaker>/<utt>.opus``;
+:func:`prepare_data` picks one of the two by a ``data_format`` name.
+
+Run it from the command line (``python cnceleb_prepare.py --help``) or from
+a training script through ``speechbrain.utils.distributed.run_on_main``.
+
+Authors
+ * speechbrain_ext contributors
+"""
+
+import argparse
+import inspect
+import os
+import sys
+
+from speechbrain.utils.logger import get_logger
+
+from speechbrain_ext.data.manifest import (
+    AUDIO_EXTENSIONS,
+    drop_short,
+    is_prepared,
+    list_audio_files,
+    make_trials,
+    read_list,
+    save_prepare_options,
+    scan_audio,
+    split_held_out,
+    utterance_row,
+    write_csv,
+    write_skip_report,
+    write_trials,
+)
+
+logger = get_logger(__name__)
+
+CNCELEB_OUTPUTS = ("train.csv", "valid.csv", "enrol_concat.csv",
+                   "enrol_avg.csv", "test.csv", "trials.csv", "skipped.csv")
+FOLDER_OUTPUTS = ("train.csv", "valid.csv", "eval.csv", "trials.csv",
+                  "skipped.csv")
+SPLIT_MODES = ("speaker", "utterance")
+MAX_LISTED = 20
+
+
+def prepare_cnceleb(
+    data_folder,
+    save_folder,
+    cnceleb2_folder=None,
+    split_mode="speaker",
+    valid_ratio=0.05,
+    join_min_duration=0.0,
+    min_duration=0.0,
+    seed=1234,
+    skip_prep=False,
+    num_workers=8,
+):
+    """Writes the CN-Celeb manifests described in the module docstring.
+
+    Arguments
+    ---------
+    data_folder : str
+        The extracted ``CN-Celeb_flac`` folder (holds data/, dev/, eval/).
+    save_folder : str
+        Where the CSV files go.
+    cnceleb2_folder : str, optional
+        The extracted ``CN-Celeb2_flac`` folder, added to training. Its
+        speakers are read from ``spk.lst`` if present, else from data/.
+    split_mode : str
+        "speaker": validation speakers are held out from training;
+        "utterance": utterances of training speakers are held out (every
+        speaker keeps at least one training item).
+    valid_ratio : float or int
+        Fraction (< 1) or number (>= 1) of speakers or items held out.
+    join_min_duration : float
+        If > 0, consecutive utterances of one speaker and genre (in session
+        and utterance order) are joined until each item lasts at least this
+        long, as WeSpeaker does with 5 s. A remainder shorter than that is
+        added to the previous item of its group.
+    min_duration : float
+        Training items (after joining) shorter than this are skipped.
+        Evaluation files are never dropped for their length.
+    seed : int
+        Seed of the validation split.
+    skip_prep : bool
+        If True, do nothing.
+    num_workers : int
+        Threads reading audio headers.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``data_folder``, ``dev/dev.lst``, an evaluation list or
+        ``cnceleb2_folder`` is missing.
+    ValueError
+        If a list names files that do not exist (all of them are listed in
+        one message) or has a malformed line.
+
+    Example
+    -------
+    >>> from speechbrain_ext.data.demo_corpus import generate_demo_corpus
+    >>> tmpdir = getfixture("tmpdir")
+    >>> root = generate_demo_corpus(
+    ...     tmpdir / "CN-Celeb_flac", n_train_speakers=3, n_eval_speakers=2,
+    ...     utts_per_speaker=3, n_test_per_eval_speaker=1)
+    >>> prepare_cnceleb(root, str(tmpdir / "csv"), valid_ratio=1)
+    >>> open(tmpdir / "csv" / "trials.csv").read().splitlines()[0]
+    'enrol_id,test_id,label'
+    """
+    if skip_prep:
+        return
+    if split_mode not in SPLIT_MODES:
+        raise ValueError(f"split_mode must be one of {SPLIT_MODES}, "
+                         f"got {split_mode!r}")
+    options = {
+        "corpus": "cnceleb",
+        "data_folder": os.path.abspath(data_folder),
+        "cnceleb2_folder": cnceleb2_folder and os.path.abspath(
+            cnceleb2_folder),
+        "split_mode": split_mode,
+        "valid_ratio": valid_ratio,
+        "join_min_duration": join_min_duration,
+        "min_duration": min_duration,
+        "seed": seed,
+    }
+    if is_prepared(save_folder, options, CNCELEB_OUTPUTS):
+        logger.info("CN-Celeb already prepared in %s, skipping", save_folder)
+        return
+    _require(data_folder, "CN-Celeb data_folder")
+    dev_list = os.path.join(data_folder, "dev", "dev.lst")
+    train_speakers = [fields[0] for _, fields in read_list(dev_list, 1)]
+    logger.info("Creating CN-Celeb manifests in %s", save_folder)
+
+    skipped = []
+    rows = _speaker_rows(data_folder, "data_root", train_speakers, skipped,
+                         num_workers)
+    if cnceleb2_folder is not None:
+        _require(cnceleb2_folder, "cnceleb2_folder")
+        rows += _speaker_rows(cnceleb2_folder, "data_root2",
+                              _cnceleb2_speakers(cnceleb2_folder), skipped,
+                              num_workers)
+    if join_min_duration > 0:
+        rows = join_short_utterances(rows, join_min_duration)
+    rows, short = drop_short(rows, min_duration)
+    skipped += short
+    train, valid = _split_validation(rows, split_mode, valid_ratio, seed)
+
+    evaluation = _evaluation_rows(data_folder, skipped, num_workers)
+    write_csv(os.path.join(save_folder, "train.csv"), train)
+    write_csv(os.path.join(save_folder, "valid.csv"), valid)
+    for name in ("enrol_concat", "enrol_avg", "test"):
+        write_csv(os.path.join(save_folder, f"{name}.csv"), evaluation[name])
+    write_trials(os.path.join(save_folder, "trials.csv"),
+                 evaluation["trials"])
+    write_skip_report(save_folder, skipped)
+    save_prepare_options(save_folder, options)
+    logger.info(
+        "CN-Celeb: %d train / %d valid items (%d / %d speakers), "
+        "%d enrolments, %d test files, %d trials",
+        len(train), len(valid), len({r["spk_id"] for r in train}),
+        len({r["spk_id"] for r in valid}), len(evaluation["enrol_concat"]),
+        len(evaluation["test"]), len(evaluation["trials"]))
+
+
+def prepare_folder_corpus(
+    data_folder,
+    save_folder,
+    n_test_speakers=10,
+    valid_ratio=0.05,
+    split_mode="speaker",
+    max_trials=None,
+    different_key_only=False,
+    key_field=1,
+    extensions=AUDIO_EXTENSIONS,
+    seed=1234,
+    skip_prep=False,
+    num_workers=8,
+):
+    """Prepares a corpus of speaker folders for training and verification.
+
+    Every audio file under ``data_folder`` (at any depth) belongs to the
+    speaker named by the folder that directly contains it, so both
+    ``<root>/<speaker>/<utt>.wav`` and ``<root>/<corpus>/<speaker>/<utt>.opus``
+    (the shared benchmark data) work. Two different folders with the same
+    speaker name are an error. An utterance ID is the file stem, prefixed
+    with ``<speaker>-`` unless the stem already starts with the speaker.
+
+    Writes into ``save_folder``: ``train.csv`` and ``valid.csv`` (training
+    speakers), ``eval.csv`` (the test speakers' utterances; ``enrol_id`` =
+    ``ID``, so any utterance can enrol), ``trials.csv`` (``enrol_id,
+    test_id, label`` over eval.csv, see
+    :func:`speechbrain_ext.data.manifest.make_trials`) and ``skipped.csv``.
+    Paths are ``$data_root/<relative path>``.
+
+    Arguments
+    ---------
+    data_folder : str
+        Corpus root.
+    save_folder : str
+        Where the CSV files go.
+    n_test_speakers : int or float
+        Speakers held out for the trials: a count (>= 1; all speakers is
+        allowed, leaving training empty) or a fraction (< 1).
+    valid_ratio : float or int
+        Fraction or count of the training speakers ("speaker") or items
+        ("utterance") held out for validation.
+    split_mode : str
+        "speaker" or "utterance", as in :func:`prepare_cnceleb`.
+    max_trials : int, optional
+        Upper bound on the trials (half targets, half non-targets); None
+        keeps every target pair and as many non-target pairs.
+    different_key_only : bool
+        Pair only utterances whose key differs (text-independent trials).
+    key_field : int
+        Which ``-``-separated field (from 0) of the file stem is the key.
+        The default, 1, is the word in the shared data's
+        ``dsp<id>-w<word>-r<repeat>`` and ``asc<id>-<keyword>-r<repeat>``.
+    extensions : tuple of str
+        Audio file extensions to include.
+    seed : int
+        Seed of the test/validation splits and of the trials.
+    skip_prep : bool
+        If True, do nothing.
+    num_workers : int
+        Threads reading audio headers.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``data_folder`` is missing.
+    ValueError
+        On speaker-name collisions, duplicate IDs or, with
+        ``different_key_only``, stems without a ``key_field``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from speechbrain_ext.audio import save_audio
+    >>> tmpdir = getfixture("tmpdir")
+    >>> for spk in ("s1", "s2", "s3"):
+    ...     for word in ("w1", "w2"):
+    ...         path = tmpdir / "corpus" / spk / f"{spk}-{word}.wav"
+    ...         save_audio(str(path), torch.zeros(1600), 16000)
+    >>> prepare_folder_corpus(str(tmpdir / "corpus"), str(tmpdir / "csv"),
+    ...                       n_test_speakers=2, valid_ratio=0)
+    >>> open(tmpdir / "csv" / "trials.csv").read().splitlines()[:3]
+    ['enrol_id,test_id,label', 's1-w1,s1-w2,1', 's1-w1,s2-w1,0']
+    """
+    if skip_prep:
+        return
+    if split_mode not in SPLIT_MODES:
+        raise ValueError(f"split_mode must be one of {SPLIT_MODES}, "
+                         f"got {split_mode!r}")
+    options = {
+        "corpus": "folder",
+        "data_folder": os.path.abspath(data_folder),
+        "n_test_speakers": n_test_speakers,
+        "valid_ratio": valid_ratio,
+        "split_mode": split_mode,
+        "max_trials": max_trials,
+        "different_key_only": different_key_only,
+        "key_field": key_field,
+        "extensions": list(extensions),
+        "seed": seed,
+    }
+    if is_prepared(save_folder, options, FOLDER_OUTPUTS):
+        logger.info("%s already prepared in %s, skipping", data_folder,
+                    save_folder)
+        return
+    _require(data_folder, "data_folder")
+    logger.info("Creating manifests of %s in %s", data_folder, save_folder)
+
+    paths = list_audio_files(data_folder, extensions)
+    speaker_of = _speakers_by_folder(paths)
+    infos, skipped = scan_audio(paths, num_workers)
+    rows, keys = [], {}
+    for info in infos:
+        spk = speaker_of[info.path]
+        stem = os.path.splitext(os.path.basename(info.path))[0]
+        utt_id = stem if stem.startswith(spk) else f"{spk}-{stem}"
+        rows.append(utterance_row(info, data_folder, utt_id=utt_id,
+                                  spk_id=spk))
+        keys[utt_id] = _key(stem, key_field, info.path, different_key_only)
+    _check_unique_ids(rows)
+
+    speakers = sorted({row["spk_id"] for row in rows})
+    train_speakers, test_speakers = split_held_out(
+        speakers, n_test_speakers, seed)
+    test_speakers = set(test_speakers)
+    evaluation = [dict(row, enrol_id=row["ID"]) for row in rows
+                  if row["spk_id"] in test_speakers]
+    train, valid = _split_validation(
+        [row for row in rows if row["spk_id"] not in test_speakers],
+        split_mode, valid_ratio, seed)
+    trials = make_trials(
+        [row["ID"] for row in evaluation],
+        [row["spk_id"] for row in evaluation],
+        keys=[keys[row["ID"]] for row in evaluation],
+        max_trials=max_trials, different_key_only=different_key_only,
+        seed=seed)
+
+    write_csv(os.path.join(save_folder, "train.csv"), train)
+    write_csv(os.path.join(save_folder, "valid.csv"), valid)
+    write_csv(os.path.join(save_folder, "eval.csv"), evaluation)
+    write_trials(os.path.join(save_folder, "trials.csv"), trials)
+    write_skip_report(save_folder, skipped)
+    save_prepare_options(save_folder, options)
+    logger.info(
+        "%s: %d train / %d valid / %d eval items, %d test speakers, "
+        "%d trials", data_folder, len(train), len(valid), len(evaluation),
+        len(test_speakers), len(trials))
+
+
+def prepare_data(data_format, data_folder, save_folder, **options):
+    """Runs :func:`prepare_cnceleb` or :func:`prepare_folder_corpus`.
+
+    Lets one set of recipe options serve both formats: options the chosen
+    preparation does not take are ignored while they hold that option's
+    default in the other preparation (e.g. ``cnceleb2_folder: null`` for a
+    folder corpus), and are an error otherwise.
+
+    Arguments
+    ---------
+    data_format : str
+        "cnceleb" or "folder".
+    data_folder : str
+        Corpus root.
+    save_folder : str
+        Where the CSV files go.
+    **options
+        Keyword arguments of the chosen preparation.
+
+    Raises
+    ------
+    ValueError
+        For an unknown format, or an option the format cannot honour.
+
+    Example
+    -------
+    >>> prepare_data("cnceleb", "nowhere", "csv", n_test_speakers=5)
+    Traceback (most recent call last):
+    ...
+    ValueError: options n_test_speakers do not apply to data_format 'cnceleb'
+    """
+    functions = {"cnceleb": prepare_cnceleb, "folder": prepare_folder_corpus}
+    if data_format not in functions:
+        raise ValueError(f"data_format must be one of {sorted(functions)}, "
+                         f"got {data_format!r}")
+    chosen = inspect.signature(functions[data_format]).parameters
+    defaults = {name: parameter.default
+                for function in functions.values()
+                for name, parameter in inspect.signature(
+                    function).parameters.items()}
+    foreign = sorted(name for name, value in options.items()
+                     if name not in chosen
+                     and (name not in defaults or value != defaults[name]))
+    if foreign:
+        raise ValueError(f"options {', '.join(foreign)} do not apply to "
+                         f"data_format {data_format!r}")
+    functions[data_format](
+        data_folder, save_folder,
+        **{name: value for name, value in options.items() if name in chosen})
+
+
+def join_short_utterances(rows, min_duration):
+    """Joins consecutive short utterances of one speaker and genre.
+
+    Within each (``spk_id``, ``genre``) group, in ID order (CN-Celeb IDs
+    sort by session, then utterance), utterances are gathered until the
+    gathered duration reaches ``min_duration``; a short remainder joins the
+    group's last item. Utterances already long enough stay as they are.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Whole-file rows with ``ID, duration, wav, stop, spk_id, genre``.
+    min_duration : float
+        Target minimum duration in seconds.
+
+    Returns
+    -------
+    list of dict
+        Rows; a joined one has ID ``<first ID>-join<count>``, its files in
+        ``wav`` separated by ";", start 0 and stop the total sample count.
+
+    Example
+    -------
+    >>> rows = [dict(ID=f"s-speech-01-00{i}", duration=1.0, wav=f"{i}.flac",
+    ...              start=0, stop=16000, spk_id="s", genre="speech")
+    ...         for i in range(3)]
+    >>> joined = join_short_utterances(rows, 1.5)
+    >>> [(row["ID"], row["duration"], row["wav"]) for row in joined]
+    [('s-speech-01-000-join3', 3.0, '0.flac;1.flac;2.flac')]
+    """
+    groups = {}
+    for row in sorted(rows, key=lambda row: row["ID"]):
+        groups.setdefault((row["spk_id"], row["genre"]), []).append(row)
+    joined = []
+    for members in groups.values():
+        runs, current, length = [], [], 0.0
+        for row in members:
+            current.append(row)
+            length += row["duration"]
+            if length >= min_duration:
+                runs.append(current)
+                current, length = [], 0.0
+        if current and runs:
+            runs[-1] += current
+        elif current:
+            runs.append(current)
+        joined += [_join(run) for run in runs]
+    return joined
+
+
+def _join(run):
+    if len(run) == 1:
+        return run[0]
+    return dict(
+        run[0],
+        ID=f"{run[0]['ID']}-join{len(run)}",
+        duration=round(sum(row["duration"] for row in run), 4),
+        wav=";".join(row["wav"] for row in run),
+        start=0,
+        stop=sum(row["stop"] for row in run),
+    )
+
+
+def _require(folder, what):
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{what} not found: {folder}")
+
+
+def _cnceleb2_speakers(folder):
+    """Speakers of CN-Celeb2: spk.lst if present, else data/'s folders."""
+    spk_list = os.path.join(folder, "spk.lst")
+    if os.path.isfile(spk_list):
+        return [fields[0] for _, fields in read_list(spk_list, 1)]
+    data = os.path.join(folder, "data")
+    _require(data, "CN-Celeb2 data folder")
+    return sorted(name for name in os.listdir(data)
+                  if os.path.isdir(os.path.join(data, name)))
+
+
+def _speaker_rows(root, key, speakers, skipped, num_workers):
+    """Whole-file rows of ``root/data/<spk>/*`` for the given speakers."""
+    paths, speaker_of = [], {}
+    for spk in speakers:
+        folder = os.path.join(root, "data", spk)
+        if not os.path.isdir(folder):
+            skipped.append((folder, "speaker folder not found"))
+            continue
+        for path in list_audio_files(folder):
+            paths.append(path)
+            speaker_of[path] = spk
+    infos, bad = scan_audio(paths, num_workers)
+    skipped += bad
+    rows = []
+    for info in infos:
+        spk = speaker_of[info.path]
+        stem = os.path.splitext(os.path.basename(info.path))[0]
+        rows.append(utterance_row(info, root, key, utt_id=f"{spk}-{stem}",
+                                  spk_id=spk, genre=stem.split("-")[0]))
+    return rows
+
+
+def _split_validation(rows, split_mode, valid_ratio, seed):
+    """Speaker-disjoint or held-out-utterance train/valid split."""
+    if split_mode == "speaker":
+        speakers = sorted({row["spk_id"] for row in rows})
+        _, held = split_held_out(speakers, valid_ratio, seed)
+        held = set(held)
+        return ([row for row in rows if row["spk_id"] not in held],
+                [row for row in rows if row["spk_id"] in held])
+    _, held = split_held_out(list(range(len(rows))), valid_ratio, seed)
+    # Never hold out a speaker's last item: validation classes must exist
+    # in training.
+    left = {}
+    for row in rows:
+        left[row["spk_id"]] = left.get(row["spk_id"], 0) + 1
+    valid_index = set()
+    for index in held:
+        spk = rows[index]["spk_id"]
+        if left[spk] > 1:
+            left[spk] -= 1
+            valid_index.add(index)
+    return ([row for i, row in enumerate(rows) if i not in valid_index],
+            [row for i, row in enumerate(rows) if i in valid_index])
+
+
+def _evaluation_rows(root, skipped, num_workers):
+    """Enrolment, test and trial rows from CN-Celeb's eval/lists."""
+    lists = os.path.join(root, "eval", "lists")
+    enroll_lst = os.path.join(lists, "enroll.lst")
+    enroll_map = os.path.join(lists, "enroll.map")
+    trials_lst = os.path.join(lists, "trials.lst")
+    enroll_lines = read_list(enroll_lst, 2)
+    map_lines = read_list(enroll_map, 2)
+    trial_lines = read_list(trials_lst, 3)
+
+    enroll_files = _files_by_stem(os.path.join(root, "eval", "enroll"))
+    test_files = _files_by_stem(os.path.join(root, "eval", "test"))
+    concat_paths = _resolve(
+        enroll_lst, {enrol: os.path.basename(_stem(path))
+                     for _, (enrol, path, *_) in enroll_lines}, enroll_files)
+    sources = {}
+    for _, (enrol, *names) in map_lines:
+        sources[enrol] = [(name, _source_key(enrol, name)) for name in names]
+    source_files = _data_files(root, {
+        stem.split("/")[0] for pairs in sources.values() for _, stem in pairs
+    })
+    flat = {f"{enrol}\t{name}": stem for enrol, pairs in sources.items()
+            for name, stem in pairs}
+    source_paths = _resolve(enroll_map, flat, source_files)
+    trials = []
+    for number, (enrol, test, label, *_) in trial_lines:
+        if label not in ("0", "1"):
+            raise ValueError(f"{trials_lst}:{number}: label must be 0 or 1, "
+                             f"got {label!r}")
+        trials.append((enrol, os.path.basename(_stem(test)), int(label)))
+    unknown_enrol = sorted({enrol for enrol, _, _ in trials}
+                           - (set(concat_paths) & set(sources)))
+    if unknown_enrol:
+        _raise_unknown(trials_lst, unknown_enrol,
+                       "enrolment id of both enroll.lst and enroll.map")
+    _resolve(trials_lst, {test: test for _, test, _ in trials}, test_files)
+
+    needed = (list(concat_paths.values()) + list(source_paths.values())
+              + [test_files[test] for test in {t for _, t, _ in trials}])
+    infos, bad = scan_audio(sorted(set(needed)), num_workers)
+    skipped += bad
+    info_of = {info.path: info for info in infos}
+
+    concat = [
+        utterance_row(info_of[path], root, utt_id=enrol, enrol_id=enrol,
+                      spk_id=_speaker(enrol))
+        for enrol, path in concat_paths.items() if path in info_of
+    ]
+    average = []
+    for enrol, pairs in sources.items():
+        for name, stem in pairs:
+            path = source_paths[f"{enrol}\t{name}"]
+            if path in info_of:
+                spk, utt = stem.split("/")[0], os.path.basename(stem)
+                average.append(utterance_row(
+                    info_of[path], root, utt_id=f"{spk}-{utt}",
+                    enrol_id=enrol, spk_id=spk, genre=utt.split("-")[0]))
+    tests = [
+        utterance_row(info_of[path], root, utt_id=stem,
+                      spk_id=stem.split("-")[0], genre=_genre(stem))
+        for stem, path in sorted(test_files.items()) if path in info_of
+    ]
+    # A trial is kept only if both enrolment modes and the test are usable,
+    # so that Concat and Avg are scored on the same trials.
+    usable = ({row["enrol_id"] for row in concat}
+              & {row["enrol_id"] for row in average})
+    tested = {row["ID"] for row in tests}
+    kept = [t for t in trials if t[0] in usable and t[1] in tested]
+    if len(kept) < len(trials):
+        logger.warning("dropped %d of %d trials whose audio is unusable",
+                       len(trials) - len(kept), len(trials))
+    return {"enrol_concat": concat, "enrol_avg": average, "test": tests,
+            "trials": kept}
+
+
+def _stem(name):
+    """A list entry without its extension: stems match .wav and .flac."""
+    return os.path.splitext(name)[0]
+
+
+def _source_key(enrol_id, name):
+    """"<spk>/<stem>" of an enroll.map entry such as id00800/x-01-001.wav.
+
+    The speaker is the entry's folder, or the enrolment's speaker when the
+    entry is a bare file name.
+    """
+    folder = os.path.basename(os.path.dirname(name)) or _speaker(enrol_id)
+    return f"{folder}/{os.path.basename(_stem(name))}"
+
+
+def _speaker(enrol_id):
+    return enrol_id[: -len("-enroll")] if enrol_id.endswith(
+        "-enroll") else enrol_id
+
+
+def _genre(test_stem):
+    fields = test_stem.split("-")
+    return fields[1] if len(fields) > 1 else ""
+
+
+def _files_by_stem(folder):
+    """Maps file stem -> path for the audio files directly in ``folder``."""
+    _require(folder, "CN-Celeb evaluation folder")
+    return {_stem(os.path.basename(path)): path
+            for path in list_audio_files(folder)}
+
+
+def _data_files(root, speakers):
+    """Maps "<spk>/<stem>" -> path under root/data for the given speakers."""
+    files = {}
+    for spk in speakers:
+        folder = os.path.join(root, "data", spk)
+        if os.path.isdir(folder):
+            files.update({f"{spk}/{_stem(os.path.basename(path))}": path
+                          for path in list_audio_files(folder)})
+    return files
+
+
+def _resolve(list_path, names, files):
+    """Maps each entry of ``names`` (entry -> stem) to a file, or raises."""
+    unknown = sorted(entry for entry, stem in names.items()
+                     if stem not in files)
+    if unknown:
+        _raise_unknown(list_path, [u.split("\t")[-1] for u in unknown],
+                       "audio file")
+    return {entry: files[stem] for entry, stem in names.items()}
+
+
+def _raise_unknown(list_path, unknown, what):
+    shown = ", ".join(unknown[:MAX_LISTED])
+    more = (f" (and {len(unknown) - MAX_LISTED} more)"
+            if len(unknown) > MAX_LISTED else "")
+    raise ValueError(f"{list_path}: {len(unknown)} entries name no known "
+                     f"{what}: {shown}{more}")
+
+
+def _speakers_by_folder(paths):
+    """Speaker of each file: the name of its folder, checked for clashes."""
+    folder_of, speaker_of = {}, {}
+    for path in paths:
+        folder = os.path.dirname(path)
+        spk = os.path.basename(folder)
+        if folder_of.setdefault(spk, folder) != folder:
+            raise ValueError(
+                f"two folders are named after speaker {spk!r}: "
+                f"{folder_of[spk]} and {folder}")
+        speaker_of[path] = spk
+    return speaker_of
+
+
+def _key(stem, key_field, path, required):
+    fields = stem.split("-")
+    if key_field < len(fields):
+        return fields[key_field]
+    if required:
+        raise ValueError(
+            f"{path}: file name has no field {key_field} (counting from 0, "
+            "split on '-') to use as the key for different_key_only")
+    return ""
+
+
+def _check_unique_ids(rows):
+    seen = {}
+    for row in rows:
+        if row["ID"] in seen:
+            raise ValueError(f"duplicate utterance ID {row['ID']!r}: "
+                             f"{seen[row['ID']]} and {row['wav']}")
+        seen[row["ID"]] = row["wav"]
+
+
+def _count_or_fraction(text):
+    value = float(text)
+    return int(value) if value >= 1 and value == int(value) else value
+
+
+def main(argv=None):
+    """Command-line entry point; see ``--help``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data_folder", required=True,
+                        help="CN-Celeb_flac folder, or a folder corpus root")
+    parser.add_argument("--save_folder", required=True)
+    parser.add_argument("--folder_corpus", action="store_true",
+                        help="prepare a <speaker>/<utt> folder corpus")
+    parser.add_argument("--cnceleb2_folder", default=None)
+    parser.add_argument("--split_mode", choices=SPLIT_MODES,
+                        default="speaker")
+    parser.add_argument("--valid_ratio", type=_count_or_fraction,
+                        default=0.05)
+    parser.add_argument("--join_min_duration", type=float, default=0.0)
+    parser.add_argument("--min_duration", type=float, default=0.0)
+    parser.add_argument("--n_test_speakers", type=_count_or_fraction,
+                        default=10)
+    parser.add_argument("--max_trials", type=int, default=None)
+    parser.add_argument("--different_key_only", action="store_true")
+    parser.add_argument("--key_field", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--num_workers", type=int, default=8)
+    args = vars(parser.parse_args(argv))
+    common = {name: args.pop(name) for name in (
+        "data_folder", "save_folder", "split_mode", "valid_ratio", "seed",
+        "num_workers")}
+    if args["folder_corpus"]:
+        prepare_folder_corpus(
+            n_test_speakers=args["n_test_speakers"],
+            max_trials=args["max_trials"],
+            different_key_only=args["different_key_only"],
+            key_field=args["key_field"], **common)
+    else:
+        prepare_cnceleb(
+            cnceleb2_folder=args["cnceleb2_folder"],
+            join_min_duration=args["join_min_duration"],
+            min_duration=args["min_duration"], **common)
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout)
+    main()
