@@ -157,6 +157,14 @@ def test_joined_utterances_reach_minimum(pristine, tmp_path):
     assert sorted(used) == sorted(row["wav"] for row in plain)
 
 
+def test_small_speaker_ratio_still_validates_two_speakers(pristine, tmp_path):
+    """A ratio that rounds to one speaker would leave no impostor trials."""
+    save = tmp_path / "csv"
+    prepare_cnceleb(pristine, str(save), valid_ratio=0.01, num_workers=2)
+    valid = load_data_csv(save / "valid.csv", {"data_root": pristine})
+    assert len({row["spk_id"] for row in valid.values()}) == 2
+
+
 def test_utterance_split_keeps_every_speaker_in_training(pristine, tmp_path):
     prepare_cnceleb(pristine, str(tmp_path), split_mode="utterance",
                     valid_ratio=0.3)

@@ -498,6 +498,10 @@ def _split_validation(rows, split_mode, valid_ratio, seed):
     """Speaker-disjoint or held-out-utterance train/valid split."""
     if split_mode == "speaker":
         speakers = sorted({row["spk_id"] for row in rows})
+        if 0 < valid_ratio < 1 and len(speakers) >= 4:
+            # Validation scores same/different-speaker trials: it needs at
+            # least two speakers, whatever the ratio gives.
+            valid_ratio = max(int(round(valid_ratio * len(speakers))), 2)
         _, held = split_held_out(speakers, valid_ratio, seed)
         held = set(held)
         return ([row for row in rows if row["spk_id"] not in held],

@@ -15,6 +15,7 @@ Everything is written under ``--output_folder`` (default ``results/demo``).
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -43,7 +44,7 @@ DEMO_OVERRIDES = {
 
 def run(command, log):
     """Runs one recipe command from the recipe folder, echoing it."""
-    print("\n$ " + " ".join(command), flush=True)
+    print("\n$ " + shlex.join(command), flush=True)
     start = time.time()
     with open(log, "a") as fout:
         process = subprocess.run(

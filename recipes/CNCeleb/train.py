@@ -236,6 +236,12 @@ def dataio_prep(hparams):
         from_didatasets=[train_data, valid_data],
         output_key="spk_id",
     )
+    if len(set(speakers_of(valid_data))) < 2:
+        raise ValueError(
+            f"{hparams['valid_annotation']} holds fewer than two speakers, "
+            "so validation trials cannot be scored: raise "
+            "prepare_options.valid_ratio or use split_mode: utterance"
+        )
     label_encoder.expect_len(
         len(set(speakers_of(train_data)) | set(speakers_of(valid_data)))
     )

@@ -227,3 +227,46 @@ def load_waveform_bank(csv_file, replacements=None, sample_rate=16000):
                 raise AudioError(f"{where}: {err}") from err
         _BANK_CACHE[key] = WaveformBank(waveforms)
     return _BANK_CACHE[key]
+
+
+class BankAugmentation(torch.nn.Module):
+    """Base of augmenters that draw from an in-memory bank of waveforms.
+
+    The CSV is read on the first forward call, not at construction: recipes
+    build their augmenters before data preparation writes the CSV.
+
+    Arguments
+    ---------
+    csv_file : str
+        SpeechBrain CSV (``ID, duration, wav, ...``) of the waveforms.
+    replacements : dict, optional
+        Values for ``$placeholders`` in the ``wav`` column.
+    sample_rate : int
+        Rate the waveforms are resampled to.
+    """
+
+    def __init__(self, csv_file, replacements=None, sample_rate=16000):
+        super().__init__()
+        self.csv_file = csv_file
+        self.replacements = replacements
+        self.sample_rate = sample_rate
+        self._bank = None
+
+    def bank(self, device):
+        """The waveform bank on ``device``, read on first use.
+
+        Arguments
+        ---------
+        device : torch.device
+            Where the waveforms are needed.
+
+        Returns
+        -------
+        WaveformBank
+            The waveforms.
+        """
+        if self._bank is None or self._bank.device != torch.device(device):
+            self._bank = load_waveform_bank(
+                self.csv_file, self.replacements, self.sample_rate
+            ).to(device)
+        return self._bank

@@ -24,7 +24,7 @@ import scipy.signal
 import torch
 
 from speechbrain_ext.audio import save_audio
-from speechbrain_ext.augment.bank import load_waveform_bank
+from speechbrain_ext.augment.bank import BankAugmentation
 from speechbrain_ext.augment.mixing import mix_at_ratio
 
 __all__ = ["NOISE_TYPES", "AddNoiseBank", "generate_noise_bank"]
@@ -172,7 +172,7 @@ def generate_noise_bank(
     return csv_file
 
 
-class AddNoiseBank(torch.nn.Module):
+class AddNoiseBank(BankAugmentation):
     """Adds noise from an in-memory bank at an exact, random SNR.
 
     A drop-in replacement for ``speechbrain.augment.time_domain.AddNoise``
@@ -220,34 +220,12 @@ class AddNoiseBank(torch.nn.Module):
         replacements=None,
         sample_rate=16000,
     ):
-        super().__init__()
+        super().__init__(csv_file, replacements, sample_rate)
         if snr_low > snr_high:
             raise ValueError(f"snr_low {snr_low} > snr_high {snr_high}")
-        self.csv_file = csv_file
         self.snr_low = snr_low
         self.snr_high = snr_high
-        self.replacements = replacements
-        self.sample_rate = sample_rate
-        self._bank = None
 
-    def bank(self, device):
-        """The noise bank on ``device``, read on first use.
-
-        Arguments
-        ---------
-        device : torch.device
-            Where the noises are needed.
-
-        Returns
-        -------
-        WaveformBank
-            The noises.
-        """
-        if self._bank is None or self._bank.device != torch.device(device):
-            self._bank = load_waveform_bank(
-                self.csv_file, self.replacements, self.sample_rate
-            ).to(device)
-        return self._bank
 
     def forward(self, waveforms, lengths):
         """Adds noise to a padded batch.

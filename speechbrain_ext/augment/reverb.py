@@ -26,7 +26,7 @@ from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.processing.signal_processing import compute_amplitude, rescale
 
 from speechbrain_ext.audio import save_audio
-from speechbrain_ext.augment.bank import load_waveform_bank
+from speechbrain_ext.augment.bank import BankAugmentation
 from speechbrain_ext.augment.mixing import relative_to_absolute
 
 __all__ = ["AddReverbBank", "simulate_rirs"]
@@ -145,7 +145,7 @@ def simulate_rirs(
     return csv_file
 
 
-class AddReverbBank(torch.nn.Module):
+class AddReverbBank(BankAugmentation):
     """Convolves each utterance with a random RIR from an in-memory bank.
 
     Unlike ``speechbrain.augment.time_domain.AddReverb``, which applies one
@@ -185,35 +185,13 @@ class AddReverbBank(torch.nn.Module):
     def __init__(
         self, csv_file, replacements=None, sample_rate=16000, rescale_amp="avg"
     ):
-        super().__init__()
+        super().__init__(csv_file, replacements, sample_rate)
         if rescale_amp not in ("avg", "peak", None):
             raise ValueError(
                 f"rescale_amp must be 'avg', 'peak' or None, got {rescale_amp}"
             )
-        self.csv_file = csv_file
-        self.replacements = replacements
-        self.sample_rate = sample_rate
         self.rescale_amp = rescale_amp
-        self._bank = None
 
-    def bank(self, device):
-        """The RIR bank on ``device``, read on first use.
-
-        Arguments
-        ---------
-        device : torch.device
-            Where the RIRs are needed.
-
-        Returns
-        -------
-        WaveformBank
-            The RIRs.
-        """
-        if self._bank is None or self._bank.device != torch.device(device):
-            self._bank = load_waveform_bank(
-                self.csv_file, self.replacements, self.sample_rate
-            ).to(device)
-        return self._bank
 
     def forward(self, waveforms, lengths):
         """Reverberates a padded batch.
