@@ -4,9 +4,9 @@ Calling ``EncoderClassifier.encode_batch`` once per file spends much of the
 time on per-call overhead and small matrix products. :class:`EmbeddingExtractor`
 sorts utterances by duration so each batch holds similar lengths (little
 padding, and that by reflection, see :func:`_pad_batch`), decodes audio in
-DataLoader workers while the model runs, and
-writes finished batches to a cache folder, so an interrupted extraction of
-CN-Celeb's 18k test files resumes where it stopped.
+DataLoader workers while the model runs, and writes finished batches to a
+cache folder, so an interrupted extraction of CN-Celeb's 18k test files
+resumes where it stopped.
 
 Example
 -------

@@ -61,7 +61,7 @@ def parse_args(argv):
                         help="training utterances per cohort speaker")
     parser.add_argument("--trials", default=None,
                         help="trial list (default: <prep_folder>/trials.csv)")
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default=None, help="system name in tables")
