@@ -32,16 +32,14 @@ Run from the repository root::
 """
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-from bench.machine import machine_info
+from bench.machine import machine_info, write_report
 from speechbrain_ext.audio import load_audio
 from speechbrain_ext.extraction import EmbeddingExtractor
 
@@ -487,19 +485,8 @@ def main(argv=None):
             "seed": args.seed,
         },
         "result": result,
-        "command": " ".join(
-            [sys.executable, "-m", "bench.extract"]
-            + (argv if argv is not None else sys.argv[1:])
-        ),
     }
-    table = markdown(report)
-    report["table"] = table
-    print(table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as out:
-        json.dump(report, out, indent=2)
-    print(f"wrote {args.out}")
-    return report
+    return write_report(report, markdown, args.out, "bench.extract", argv)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """What a benchmark ran on, recorded next to its numbers."""
 
+import json
 import os
 import platform
+import sys
 
 import torch
 
-__all__ = ["machine_info"]
+__all__ = ["machine_info", "write_report"]
 
 
 def machine_info(device="cpu"):
@@ -41,3 +43,35 @@ def machine_info(device="cpu"):
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def write_report(report, markdown, out, module, argv=None):
+    """Adds the command and the table to a report, prints it, writes JSON.
+
+    Arguments
+    ---------
+    report : dict
+        The benchmark's results; ``command`` and ``table`` are added.
+    markdown : callable
+        Turns the report into a markdown table.
+    out : str
+        JSON file to write (its folder is created).
+    module : str
+        The benchmark module, e.g. ``"bench.scoring"``.
+    argv : list of str, optional
+        The command-line arguments (``sys.argv[1:]`` if None).
+
+    Returns
+    -------
+    dict
+        The report.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    report["command"] = " ".join([sys.executable, "-m", module] + argv)
+    report["table"] = markdown(report)
+    print(report["table"])
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fout:
+        json.dump(report, fout, indent=2)
+    print(f"wrote {out}")
+    return report

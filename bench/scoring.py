@@ -32,7 +32,6 @@ Run from the repository root::
 """
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -42,6 +41,7 @@ import time
 
 import numpy as np
 
+from bench.machine import write_report
 from speechbrain_ext.scoring.metrics import compute_eer_mindcf
 from speechbrain_ext.scoring.normalization import (
     cosine_scores,
@@ -582,18 +582,8 @@ def main(argv=None):
             "ours_same_trials": ours_small,
             "max_abs_diff": float(np.abs(loop_scores - our_scores).max()),
         },
-        "command": " ".join(
-            [sys.executable, "-m", "bench.scoring"]
-            + (argv if argv is not None else sys.argv[1:])
-        ),
     }
-    table = markdown(report)
-    report["table"] = table
-    print(table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as out:
-        json.dump(report, out, indent=2)
-    print(f"wrote {args.out}")
+    write_report(report, markdown, args.out, "bench.scoring", argv)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 import torch.utils.data
+from audio_helpers import padded_batch, power_ratio_db  # noqa: E402
 from speechbrain.augment.augmenter import Augmenter
 from speechbrain.processing.signal_processing import reverberate
 
@@ -23,21 +24,6 @@ from speechbrain_ext.augment import (
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def power_ratio_db(reference, added):
-    """10 log10 of the energy ratio of two 1-D signals, in float64."""
-    reference, added = reference.double(), added.double()
-    return float(10 * torch.log10(reference.pow(2).sum() / added.pow(2).sum()))
-
-
-def padded_batch(valid_samples, max_len, seed=0):
-    """Random speech stand-ins, zero past each item's valid length."""
-    generator = torch.Generator().manual_seed(seed)
-    batch = torch.randn(len(valid_samples), max_len, generator=generator)
-    for row, valid in enumerate(valid_samples):
-        batch[row, valid:] = 0.0
-    return batch, torch.tensor(valid_samples) / max_len
 
 
 def write_csv(path, rows, header=("ID", "duration", "wav")):
