@@ -69,6 +69,18 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def model_name(model):
+    """A system name from the model path: results/<objective>/<seed>/export.
+
+    Example
+    -------
+    >>> model_name("results/aamsupcon/1986/export")
+    'aamsupcon/1986'
+    """
+    parts = os.path.abspath(model).split(os.sep)
+    return "/".join(parts[-3:-1]) if parts[-1] == "export" else parts[-1]
+
+
 def evaluation_sets(prep_folder, enrol_mode):
     """Enrolment and test manifests for a CN-Celeb or folder preparation."""
     test_csv = os.path.join(prep_folder, "test.csv")
@@ -92,7 +104,7 @@ def main(argv=None):
     output = args.output_folder or os.path.join(
         os.path.dirname(os.path.abspath(args.model)), "verify"
     )
-    name = args.name or os.path.basename(os.path.abspath(args.model))
+    name = args.name or model_name(args.model)
     encoder = EncoderClassifier.from_hparams(
         source=os.path.abspath(args.model),
         savedir=os.path.join(output, "model"),
