@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) recipes/CNCeleb/run_demo.py --output_folder results/demo
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check speechbrain_ext recipes tests bench
