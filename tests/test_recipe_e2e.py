@@ -183,3 +183,38 @@ def test_resume_after_kill(corpus, tmp_path):
     total = brain_steps(os.path.join(reference, "save"))
     assert 0 < killed_at < total
     assert brain_steps(save) == total
+
+
+@pytest.mark.parametrize(
+    "hparams, has_classifier",
+    [("hparams/supcon.yaml", False), ("hparams/aamsupcon.yaml", True)],
+)
+def test_contrastive_objectives_train_and_export(
+    corpus, tmp_path, hparams, has_classifier
+):
+    """The P x K objectives run from their YAML alone and export."""
+    from speechbrain.inference.speaker import EncoderClassifier
+
+    out = str(tmp_path / "run")
+    run_recipe(
+        "train.py",
+        *train_args(corpus, out, hparams=hparams, epochs=1),
+        "--n_speakers_per_batch=2",
+        "--n_utts_per_speaker=2",
+    )
+    export = os.path.join(out, "export")
+    assert os.path.isfile(os.path.join(export, "classifier.ckpt")) == (
+        has_classifier
+    )
+    with open(os.path.join(out, "train_log.txt")) as fin:
+        log = fin.read()
+    if has_classifier:  # the hybrid logs both of its terms
+        assert "loss_aam_supcon" in log and "loss_aam_softmax" in log
+    encoder = EncoderClassifier.from_hparams(
+        source=export, savedir=str(tmp_path / "loaded")
+    )
+    assert encoder.encode_batch(torch.randn(2, 16000) * 0.1).shape == (
+        2,
+        1,
+        32,
+    )
