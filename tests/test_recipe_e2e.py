@@ -16,55 +16,7 @@ import time
 import pytest
 import torch
 import yaml
-
-from speechbrain_ext.data.demo_corpus import generate_demo_corpus
-
-RECIPE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "recipes",
-    "CNCeleb",
-)
-TINY = [
-    "--channels=[32, 32, 32, 32, 96]",
-    "--attention_channels=16",
-    "--emb_dim=32",
-    "--batch_size=8",
-    "--sentence_len=1.0",
-    "--num_workers=0",
-    "--valid_max_utterances=60",
-    "--ckpt_interval_minutes=0",
-    "--keep_checkpoints=10",
-]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A tiny corpus in CN-Celeb's layout."""
-    root = str(tmp_path_factory.mktemp("corpus") / "CN-Celeb_flac")
-    generate_demo_corpus(
-        root,
-        n_train_speakers=6,
-        n_eval_speakers=3,
-        utts_per_speaker=8,
-        n_test_per_eval_speaker=3,
-        seed=7,
-    )
-    return root
-
-
-def run_recipe(script, *args, timeout=600):
-    """Runs a recipe script from the recipe folder; fails with its output."""
-    process = subprocess.run(
-        [sys.executable, script, *args],
-        cwd=RECIPE,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[
-        -3000:
-    ]
-    return process.stdout
+from recipe_helpers import RECIPE, TINY, run_recipe  # noqa: E402
 
 
 def finished_checkpoints(save_folder):

@@ -2,12 +2,19 @@
 """Trains speaker embeddings on CN-Celeb (or any <speaker>/<utt> corpus).
 
 One script serves every objective: the hparams file builds the embedding
-model, the augmenter and the objective (AAM-softmax, SupCon, AAM-SupCon,
-their hybrid...), and this script only says how data flows. Every objective
-is called as ``objective(embeddings, labels)``.
+model, the views, the objective and the *task* that ties them together
+(``speechbrain_ext.tasks``): supervised AAM-softmax, SupCon, AAM-SupCon and
+their hybrid; self-supervised SimCLR and CSC (contrastive separative
+coding), whose training data pipeline never reads a speaker label; and
+fine-tuning of a pretrained encoder (``pretrainer`` in the hparams). This
+script only says how data flows.
 
 To run:
     python train.py hparams/aam_softmax.yaml --data_folder=/path/CN-Celeb_flac
+    python train.py hparams/csc.yaml --data_folder=/path/CN-Celeb_flac
+    python train.py hparams/csc_finetune.yaml \\
+        --data_folder=/path/CN-Celeb_flac \\
+        --pretrained_encoder=results/csc/1986/export
 
 At the end the best checkpoint (lowest validation EER) is exported to
 ``<output_folder>/export``, a folder that
@@ -38,38 +45,93 @@ from speechbrain_ext.scoring import compute_eer_mindcf
 logger = logging.getLogger(__name__)
 
 
+class NonFiniteLoss(Exception):
+    """Raised inside ``fit_batch`` to skip a batch whose loss is NaN/inf."""
+
+
 class SpeakerEmbeddingBrain(sb.core.Brain):
-    """Trains an embedding model with whatever objective the hparams build."""
+    """Trains an embedding model with whatever task the hparams build.
+
+    The task (``speechbrain_ext.tasks``) turns a batch of clean crops into
+    the loss; validation embeds every model the same way and scores
+    all-pairs trials, so every objective is selected by the same criterion.
+    """
 
     def compute_forward(self, batch, stage):
-        """Augments (training only), extracts features and embeds."""
+        """Training outputs of the task, or embeddings for validation."""
         batch = batch.to(self.device)
         wavs, lens = batch.sig
-        augment = getattr(self.hparams, "wav_augment", None)
-        if stage == sb.Stage.TRAIN and augment is not None:
-            wavs, lens = augment(wavs, lens)
-        feats = self.modules.compute_features(wavs)
-        feats = self.modules.mean_var_norm(feats, lens)
-        return self.modules.embedding_model(feats, lens)
+        if stage == sb.Stage.TRAIN:
+            return self.hparams.task.forward(self.modules, wavs, lens)
+        return self.hparams.task.embed(self.modules, wavs, lens)
 
-    def compute_objectives(self, embeddings, batch, stage):
-        """Applies the objective to the embeddings of every view.
+    def compute_objectives(self, outputs, batch, stage):
+        """The task's loss; validation only collects embeddings.
 
         Validation speakers may be unseen by a classifier, so validation
         scores trials instead of evaluating the objective (see
         ``_validation_eer``).
         """
-        labels, _ = batch.spk_id_encoded
         if stage != sb.Stage.TRAIN:
-            self.valid_embeddings.append(embeddings.detach().squeeze(1).cpu())
-            self.valid_labels.append(labels.detach().view(-1).cpu())
+            labels, _ = batch.spk_id_encoded
+            self.valid_embeddings.append(outputs.detach().squeeze(1).float())
+            self.valid_labels.append(labels.detach().view(-1))
             return torch.zeros((), device=self.device)
-        augment = getattr(self.hparams, "wav_augment", None)
-        if augment is not None:
-            labels = augment.replicate_labels(labels)
-        loss = self.modules.objective(embeddings, labels)
+        labels = None
+        if self.hparams.task.needs_speaker_labels:
+            labels, _ = batch.spk_id_encoded
+        loss = self.hparams.task.loss(self.modules, outputs, labels)
         self._accumulate_terms()
         return loss
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Remembers the batch's utterance ids for error messages."""
+        self.batch_ids = list(batch.id)
+
+    def fit_batch(self, batch):
+        """Trains on one batch, or skips it if its loss is NaN/inf."""
+        try:
+            return super().fit_batch(batch)
+        except NonFiniteLoss:
+            self.zero_grad(set_to_none=True)
+            # Keeps the running average of the finite losses unchanged.
+            return torch.tensor(self.avg_train_loss)
+
+    def check_loss_isfinite(self, loss):
+        """Skips a non-finite loss; stops after too many in a row.
+
+        SpeechBrain's own check still back-propagates the NaN and steps
+        the optimizer, which poisons every parameter. Here the batch is
+        skipped before ``backward`` and counted; after more than
+        ``--nonfinite_patience`` consecutive skips training stops with a
+        message naming the batch, and the last checkpoint stays intact.
+        """
+        finite = torch.isfinite(loss.detach()).float()
+        if sb.utils.distributed.is_distributed_initialized():
+            # Every rank must skip together or DDP's all-reduce hangs.
+            torch.distributed.all_reduce(
+                finite, op=torch.distributed.ReduceOp.MIN
+            )
+        if bool(finite):
+            self.consecutive_nonfinite = 0
+            return
+        self.nonfinite_skipped += 1
+        self.consecutive_nonfinite += 1
+        logger.warning(
+            "skipped a batch with a non-finite loss (%s) at step %d: %s",
+            loss.item(), self.step, ", ".join(self.batch_ids),
+        )
+        if self.consecutive_nonfinite > self.nonfinite_patience:
+            raise RuntimeError(
+                f"training stopped: the loss was NaN/inf for "
+                f"{self.consecutive_nonfinite} batches in a row (step "
+                f"{self.step}; {self.nonfinite_skipped} skipped this epoch); "
+                f"last batch: {', '.join(self.batch_ids)}. The last "
+                f"checkpoint in {self.checkpointer.checkpoints_dir} is "
+                "intact: resume with a lower learning rate, without mixed "
+                "precision, or after checking that audio."
+            )
+        raise NonFiniteLoss
 
     def _accumulate_terms(self):
         """Keeps running sums of a hybrid objective's separate terms."""
@@ -81,12 +143,15 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
     def on_stage_start(self, stage, epoch=None):
         """Resets the per-stage accumulators."""
         self.term_sums, self.term_count = {}, 0
+        self.nonfinite_skipped, self.consecutive_nonfinite = 0, 0
         self.valid_embeddings, self.valid_labels = [], []
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs, anneals and checkpoints on the validation EER."""
         if stage == sb.Stage.TRAIN:
             self.train_stats = {"loss": stage_loss}
+            if self.nonfinite_skipped:
+                self.train_stats["nonfinite_skipped"] = self.nonfinite_skipped
             for name, total in self.term_sums.items():
                 self.train_stats[f"loss_{name}"] = total / self.term_count
             return
@@ -111,8 +176,8 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
         Works for every objective, classifier or not, so checkpoints of
         different objectives are selected by the same criterion.
         """
-        emb = F.normalize(torch.cat(self.valid_embeddings).float(), dim=-1)
-        labels = torch.cat(self.valid_labels)
+        emb = F.normalize(torch.cat(self.valid_embeddings).cpu(), dim=-1)
+        labels = torch.cat(self.valid_labels).cpu()
         upper = torch.triu(torch.ones(len(labels), len(labels)), 1).bool()
         scores = (emb @ emb.T)[upper]
         targets = (labels[:, None] == labels[None, :])[upper]
@@ -228,12 +293,15 @@ def dataio_prep(hparams):
 
     train_data.add_dynamic_item(train_audio)
     valid_data.add_dynamic_item(valid_audio)
-    sb.dataio.dataset.add_dynamic_item([train_data, valid_data], label_pipeline)
-    # Speaker-disjoint validation brings labels the classifier never saw;
-    # they only group trials, so the encoder holds train and valid ids.
+    # Self-supervised tasks never see the training speakers: only the
+    # held-out validation speakers are read, to group validation trials.
+    labelled = [valid_data]
+    if hparams["task"].needs_speaker_labels:
+        labelled.insert(0, train_data)  # classes 0..N-1: training speakers
+    sb.dataio.dataset.add_dynamic_item(labelled, label_pipeline)
     label_encoder.load_or_create(
         path=hparams["label_encoder_file"],
-        from_didatasets=[train_data, valid_data],
+        from_didatasets=labelled,
         output_key="spk_id",
     )
     if len(set(speakers_of(valid_data))) < 2:
@@ -243,11 +311,15 @@ def dataio_prep(hparams):
             "prepare_options.valid_ratio or use split_mode: utterance"
         )
     label_encoder.expect_len(
-        len(set(speakers_of(train_data)) | set(speakers_of(valid_data)))
+        len(set().union(*(speakers_of(data) for data in labelled)))
     )
     sb.dataio.dataset.set_output_keys(
-        [train_data, valid_data], ["id", "sig", "spk_id_encoded"]
+        [valid_data], ["id", "sig", "spk_id_encoded"]
     )
+    train_keys = ["id", "sig"]
+    if hparams["task"].needs_speaker_labels:
+        train_keys.append("spk_id_encoded")
+    sb.dataio.dataset.set_output_keys([train_data], train_keys)
     return train_data, valid_data, label_encoder
 
 
@@ -259,6 +331,12 @@ def train_loader_options(hparams, train_data):
     """
     options = dict(hparams["train_dataloader_opts"])
     make_sampler = hparams.get("train_sampler")
+    if make_sampler is not None and not hparams["task"].needs_speaker_labels:
+        raise ValueError(
+            "train_sampler balances speakers, but the task is "
+            "self-supervised and must not read speaker labels: remove "
+            "train_sampler from the hparams"
+        )
     if make_sampler is not None:
         options["batch_sampler"] = make_sampler(speakers_of(train_data))
         for key in ("batch_size", "shuffle", "drop_last"):
@@ -328,6 +406,9 @@ if __name__ == "__main__":
     hparams = size_classifier(hparams_file, overrides, hparams)
 
     train_data, valid_data, label_encoder = dataio_prep(hparams)
+    if "pretrainer" in hparams:  # e.g. fine-tuning a CSC encoder
+        run_on_main(hparams["pretrainer"].collect_files)
+        hparams["pretrainer"].load_collected()
     brain = SpeakerEmbeddingBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],

@@ -170,7 +170,7 @@ class SeparativeEncoder(ECAPA_TDNN):
         x = self.asp_bn(x)
         return self.fc(x).transpose(1, 2)
 
-    def forward(self, x, lengths=None):
+    def forward(self, x, lengths=None, separate=False):
         """Returns the speaker embedding, exactly as ``ECAPA_TDNN`` does.
 
         Arguments
@@ -179,12 +179,20 @@ class SeparativeEncoder(ECAPA_TDNN):
             Features, ``[batch, time, input_size]``.
         lengths : torch.Tensor, optional
             Relative lengths ``[batch]``.
+        separate : bool
+            Whether to return both heads, as :meth:`separate` does. Training
+            passes it here rather than calling :meth:`separate`, because a
+            ``DistributedDataParallel`` wrapper only synchronises gradients
+            of computations that go through ``forward``.
 
         Returns
         -------
-        torch.Tensor
-            Embeddings ``[batch, 1, lin_neurons]``.
+        torch.Tensor or dict
+            Embeddings ``[batch, 1, lin_neurons]``, or the dict of
+            :meth:`separate` if ``separate`` is True.
         """
+        if separate:
+            return self.separate(x, lengths)
         return self.pool(self.frame_representations(x, lengths), lengths)
 
     def separate(self, x, lengths=None):

@@ -1,0 +1,41 @@
+"""Shared by the tests that run the CNCeleb recipe scripts end to end."""
+
+import os
+import subprocess
+import sys
+
+RECIPE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "recipes",
+    "CNCeleb",
+)
+
+# A tiny ECAPA-TDNN and short crops: a recipe epoch on the test corpus takes
+# seconds on one CPU core.
+TINY = [
+    "--channels=[32, 32, 32, 32, 96]",
+    "--attention_channels=16",
+    "--emb_dim=32",
+    "--batch_size=8",
+    "--sentence_len=1.0",
+    "--num_workers=0",
+    "--valid_max_utterances=60",
+    "--ckpt_interval_minutes=0",
+    "--keep_checkpoints=10",
+]
+
+
+def run_recipe(script, *args, timeout=600, env=None):
+    """Runs a recipe script from the recipe folder; fails with its output."""
+    process = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=RECIPE,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    assert process.returncode == 0, (
+        process.stdout[-3000:] + process.stderr[-3000:]
+    )
+    return process.stdout

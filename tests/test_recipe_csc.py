@@ -1,0 +1,154 @@
+"""End-to-end: self-supervised CSC and SimCLR, then fine-tuning and scoring.
+
+The training CSV of the generated corpus has its ``spk_id`` column removed
+before the self-supervised runs, so any read of a training speaker label
+fails them: this is the check that their pipeline never loads labels.
+"""
+
+import csv
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from recipe_helpers import RECIPE, TINY, run_recipe  # noqa: E402
+
+SSL_TINY = [*TINY, "--n_views=2"]
+
+
+def strip_column(path, column):
+    """Rewrites a CSV without one of its columns."""
+    with open(path, newline="", encoding="utf-8") as fin:
+        rows = list(csv.DictReader(fin))
+    fields = [name for name in rows[0] if name != column]
+    with open(path, "w", newline="", encoding="utf-8") as fout:
+        writer = csv.DictWriter(fout, fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def prepare_like_train(hparams_file, overrides):
+    """Runs the data preparation exactly as train.py calls it."""
+    sys.path.insert(0, RECIPE)
+    try:
+        from cnceleb_prepare import prepare_data
+    finally:
+        sys.path.remove(RECIPE)
+    with open(os.path.join(RECIPE, hparams_file), encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    prepare_data(
+        data_format=hparams["data_format"],
+        data_folder=hparams["data_folder"],
+        save_folder=hparams["prep_folder"],
+        **hparams["prepare_options"],
+    )
+    return hparams["prep_folder"]
+
+
+@pytest.fixture(scope="module")
+def unlabelled_prep(corpus, tmp_path_factory):
+    """A prepared folder whose train.csv has no speaker column."""
+    prep = str(tmp_path_factory.mktemp("csc") / "prepared")
+    prepare_like_train(
+        "hparams/csc.yaml",
+        {"data_folder": corpus, "prep_folder": prep},
+    )
+    train_csv = os.path.join(prep, "train.csv")
+    shutil.copy(train_csv, train_csv + ".labelled")
+    strip_column(train_csv, "spk_id")
+    return prep
+
+
+def ssl_args(corpus, prep, out, hparams):
+    """Command line of a one-epoch self-supervised run."""
+    return [
+        hparams,
+        f"--data_folder={corpus}",
+        f"--output_folder={out}",
+        f"--prep_folder={prep}",
+        "--number_of_epochs=1",
+        *SSL_TINY,
+    ]
+
+
+def test_supervised_run_needs_the_labels_it_lost(
+    corpus, unlabelled_prep, tmp_path
+):
+    """Control: the same stripped CSV does break a supervised run."""
+    with pytest.raises(AssertionError, match="spk_id"):
+        run_recipe(
+            "train.py",
+            "hparams/aam_softmax.yaml",
+            f"--data_folder={corpus}",
+            f"--output_folder={tmp_path / 'run'}",
+            f"--prep_folder={unlabelled_prep}",
+            "--number_of_epochs=1",
+            *TINY,
+        )
+
+
+def test_simclr_trains_without_labels(corpus, unlabelled_prep, tmp_path):
+    """SimCLR (NT-Xent on interfered views) trains and exports."""
+    out = str(tmp_path / "simclr")
+    hparams = "hparams/simclr.yaml"
+    run_recipe("train.py", *ssl_args(corpus, unlabelled_prep, out, hparams))
+    assert os.path.isfile(os.path.join(out, "export", "embedding_model.ckpt"))
+    assert not os.path.exists(os.path.join(out, "export", "classifier.ckpt"))
+
+
+def test_csc_pretrain_finetune_export_verify(corpus, unlabelled_prep, tmp_path):
+    """csc -> export -> csc_finetune -> export -> from_hparams -> verify."""
+    from speechbrain.inference.speaker import EncoderClassifier
+
+    csc_out = str(tmp_path / "csc")
+    hparams = "hparams/csc.yaml"
+    run_recipe("train.py", *ssl_args(corpus, unlabelled_prep, csc_out, hparams))
+    with open(os.path.join(csc_out, "train_log.txt")) as fin:
+        log = fin.read()
+    assert "loss_mi" in log and "loss_separation" in log
+    csc_export = os.path.join(csc_out, "export")
+    # The export is a stock ECAPA-TDNN: no mask head, no aggregator.
+    state = torch.load(os.path.join(csc_export, "embedding_model.ckpt"))
+    assert not any(name.startswith("mask_head.") for name in state)
+
+    # Fine-tuning is supervised: give the labels back.
+    train_csv = os.path.join(unlabelled_prep, "train.csv")
+    finetune_prep = str(tmp_path / "prepared")
+    shutil.copytree(unlabelled_prep, finetune_prep)
+    shutil.copy(
+        train_csv + ".labelled", os.path.join(finetune_prep, "train.csv")
+    )
+    tune_out = str(tmp_path / "finetune")
+    run_recipe(
+        "train.py",
+        "hparams/csc_finetune.yaml",
+        f"--data_folder={corpus}",
+        f"--output_folder={tune_out}",
+        f"--prep_folder={finetune_prep}",
+        f"--pretrained_encoder={csc_export}",
+        "--number_of_epochs=1",
+        *TINY,
+    )
+    # The pretrainer really loaded the CSC weights before training.
+    loaded = torch.load(
+        os.path.join(tune_out, "save", "pretrained", "embedding_model.ckpt")
+    )
+    assert all(torch.equal(loaded[name], state[name]) for name in state)
+    tuned = torch.load(os.path.join(tune_out, "export", "embedding_model.ckpt"))
+    assert not torch.equal(tuned["fc.conv.weight"], state["fc.conv.weight"])
+
+    export = os.path.join(tune_out, "export")
+    encoder = EncoderClassifier.from_hparams(
+        source=export, savedir=str(tmp_path / "loaded")
+    )
+    assert encoder.encode_batch(torch.randn(2, 16000) * 0.1).shape == (2, 1, 32)
+    output = run_recipe(
+        "verify.py",
+        f"--model={export}",
+        f"--data_folder={corpus}",
+        f"--prep_folder={finetune_prep}",
+        "--no_plots",
+    )
+    assert "EER" in output
