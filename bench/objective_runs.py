@@ -44,6 +44,10 @@ OBJECTIVES = {
     "supcon": ("supcon.yaml", {}, True),
     "aamsupcon": ("aamsupcon.yaml", {"aam_softmax_weight": 0.0}, True),
     "hybrid": ("aamsupcon.yaml", {}, True),
+    "csc": ("csc.yaml", {}, False),
+    "simclr": ("simclr.yaml", {}, False),
+    # Needs ``pretrained_encoder`` (a CSC export) among the extra overrides.
+    "csc_finetune": ("csc_finetune.yaml", {}, False),
 }
 
 # The hparams files tie the split's seed to the training seed; fixing it

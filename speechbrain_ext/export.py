@@ -26,7 +26,9 @@ torch.Size([2, 1, 16])
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 import ruamel.yaml
 import torch
@@ -101,7 +103,8 @@ def export_encoder(
     Arguments
     ---------
     export_folder : str
-        Folder to write (created; existing files are overwritten).
+        Folder to write (created; existing files are overwritten, and
+        kept as they were if the export fails).
     template : str
         Inference hyperparams template whose top-level scalar keys describe
         the model (see ``hparams/inference_ecapa.yaml``).
@@ -126,24 +129,34 @@ def export_encoder(
     with_classifier = classifier is not None
     if with_classifier and label_encoder is None:
         raise ValueError("a classifier is exported with its label_encoder")
-    os.makedirs(export_folder, exist_ok=True)
     yaml, doc = _fill_template(template, dict(values or {}), with_classifier)
-    with open(os.path.join(export_folder, "hyperparams.yaml"), "w") as fout:
-        fout.write(
-            "# Exported by speechbrain_ext.export.export_encoder from\n"
-            f"# {os.path.basename(template)}.\n"
-        )
-        yaml.dump(doc, fout)
-    torch.save(
-        _cpu_state(embedding_model),
-        os.path.join(export_folder, "embedding_model.ckpt"),
-    )
-    if with_classifier:
+    os.makedirs(export_folder, exist_ok=True)
+    # Written aside, then moved in: a failed export (a full disk) leaves a
+    # previous export whole instead of a new yaml beside old weights.
+    staging = tempfile.mkdtemp(prefix=".partial-", dir=export_folder)
+    try:
+        with open(os.path.join(staging, "hyperparams.yaml"), "w") as fout:
+            fout.write(
+                "# Exported by speechbrain_ext.export.export_encoder from\n"
+                f"# {os.path.basename(template)}.\n"
+            )
+            yaml.dump(doc, fout)
         torch.save(
-            _cpu_state(classifier),
-            os.path.join(export_folder, "classifier.ckpt"),
+            _cpu_state(embedding_model),
+            os.path.join(staging, "embedding_model.ckpt"),
         )
-        label_encoder.save(os.path.join(export_folder, "label_encoder.ckpt"))
+        if with_classifier:
+            torch.save(
+                _cpu_state(classifier),
+                os.path.join(staging, "classifier.ckpt"),
+            )
+            label_encoder.save(os.path.join(staging, "label_encoder.ckpt"))
+        for name in os.listdir(staging):
+            os.replace(
+                os.path.join(staging, name), os.path.join(export_folder, name)
+            )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return export_folder
 
 

@@ -17,6 +17,12 @@ writes SpeechBrain CSV manifests into ``save_folder``:
 - ``trials.csv``: ``enrol_id, test_id, label`` from ``trials.lst``.
 - ``skipped.csv``: every unusable audio file with the reason.
 
+The outputs replace those of an earlier preparation only once all of them
+are written: a preparation that fails (a malformed list, a full disk)
+leaves the earlier one as it was. An unwritable ``save_folder`` or one on
+a disk with less than ``MIN_FREE_MB`` free is an error before any audio is
+read.
+
 Paths are ``$data_root/...`` for CN-Celeb1 and ``$data_root2/...`` for
 CN-Celeb2, so load with::
 
@@ -55,14 +61,12 @@ from speechbrain_ext.data.manifest import (
     list_audio_files,
     make_trials,
     read_list,
-    save_prepare_options,
     scan_audio,
     split_held_out,
     utterance_row,
-    write_csv,
-    write_skip_report,
-    write_trials,
+    write_prepared,
 )
+from speechbrain_ext.output_checks import check_writable
 
 logger = get_logger(__name__)
 
@@ -72,6 +76,8 @@ FOLDER_OUTPUTS = ("train.csv", "valid.csv", "eval.csv", "trials.csv",
                   "skipped.csv")
 SPLIT_MODES = ("speaker", "utterance")
 MAX_LISTED = 20
+# CN-Celeb's 3.5 million trials alone take about 150 MB as CSV.
+MIN_FREE_MB = 200
 
 
 def prepare_cnceleb(
@@ -123,6 +129,9 @@ def prepare_cnceleb(
     FileNotFoundError
         If ``data_folder``, ``dev/dev.lst``, an evaluation list or
         ``cnceleb2_folder`` is missing.
+    OSError
+        If ``save_folder`` cannot be written or has too little free space
+        (see :func:`speechbrain_ext.output_checks.check_writable`).
     ValueError
         If a list names files that do not exist (all of them are listed in
         one message) or has a malformed line.
@@ -158,6 +167,7 @@ def prepare_cnceleb(
         logger.info("CN-Celeb already prepared in %s, skipping", save_folder)
         return
     _require(data_folder, "CN-Celeb data_folder")
+    check_writable(save_folder, MIN_FREE_MB)
     dev_list = os.path.join(data_folder, "dev", "dev.lst")
     train_speakers = [fields[0] for _, fields in read_list(dev_list, 1)]
     logger.info("Creating CN-Celeb manifests in %s", save_folder)
@@ -177,14 +187,11 @@ def prepare_cnceleb(
     train, valid = _split_validation(rows, split_mode, valid_ratio, seed)
 
     evaluation = _evaluation_rows(data_folder, skipped, num_workers)
-    write_csv(os.path.join(save_folder, "train.csv"), train)
-    write_csv(os.path.join(save_folder, "valid.csv"), valid)
+    tables = {"train.csv": train, "valid.csv": valid}
     for name in ("enrol_concat", "enrol_avg", "test"):
-        write_csv(os.path.join(save_folder, f"{name}.csv"), evaluation[name])
-    write_trials(os.path.join(save_folder, "trials.csv"),
-                 evaluation["trials"])
-    write_skip_report(save_folder, skipped)
-    save_prepare_options(save_folder, options)
+        tables[f"{name}.csv"] = evaluation[name]
+    write_prepared(save_folder, tables, evaluation["trials"], skipped,
+                   options)
     logger.info(
         "CN-Celeb: %d train / %d valid items (%d / %d speakers), "
         "%d enrolments, %d test files, %d trials",
@@ -259,6 +266,8 @@ def prepare_folder_corpus(
     ------
     FileNotFoundError
         If ``data_folder`` is missing.
+    OSError
+        If ``save_folder`` cannot be written or has too little free space.
     ValueError
         On speaker-name collisions, duplicate IDs or, with
         ``different_key_only``, stems without a ``key_field``.
@@ -299,6 +308,7 @@ def prepare_folder_corpus(
                     save_folder)
         return
     _require(data_folder, "data_folder")
+    check_writable(save_folder, MIN_FREE_MB)
     logger.info("Creating manifests of %s in %s", data_folder, save_folder)
 
     paths = list_audio_files(data_folder, extensions)
@@ -330,12 +340,9 @@ def prepare_folder_corpus(
         max_trials=max_trials, different_key_only=different_key_only,
         seed=seed)
 
-    write_csv(os.path.join(save_folder, "train.csv"), train)
-    write_csv(os.path.join(save_folder, "valid.csv"), valid)
-    write_csv(os.path.join(save_folder, "eval.csv"), evaluation)
-    write_trials(os.path.join(save_folder, "trials.csv"), trials)
-    write_skip_report(save_folder, skipped)
-    save_prepare_options(save_folder, options)
+    write_prepared(save_folder, {"train.csv": train, "valid.csv": valid,
+                                 "eval.csv": evaluation}, trials, skipped,
+                   options)
     logger.info(
         "%s: %d train / %d valid / %d eval items, %d test speakers, "
         "%d trials", data_folder, len(train), len(valid), len(evaluation),

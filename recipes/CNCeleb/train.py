@@ -39,7 +39,13 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_ext.audio import AudioError, load_audio
+from speechbrain_ext.distributed import (
+    gather_for_metrics,
+    process_rank,
+    world_size,
+)
 from speechbrain_ext.export import export_from_hparams
+from speechbrain_ext.output_checks import check_writable
 from speechbrain_ext.scoring import compute_eer_mindcf
 
 logger = logging.getLogger(__name__)
@@ -84,6 +90,23 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
         self._accumulate_terms()
         return loss
 
+    def _wrap_distributed(self):
+        """Wraps trainable modules in DDP; on CPUs without SyncBatchNorm.
+
+        SpeechBrain 1.1 converts every BatchNorm to ``SyncBatchNorm``,
+        which only runs on GPUs, so a CPU (gloo) run would fail; there each
+        rank keeps its own batch statistics instead.
+        """
+        if not self.distributed_launch or not str(self.device).startswith(
+            "cpu"
+        ):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = torch.nn.parallel.DistributedDataParallel(
+                    module, find_unused_parameters=self.find_unused_parameters
+                )
+
     def on_fit_batch_start(self, batch, should_step):
         """Remembers the batch's utterance ids for error messages."""
         self.batch_ids = list(batch.id)
@@ -122,12 +145,13 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
             loss.item(), self.step, ", ".join(self.batch_ids),
         )
         if self.consecutive_nonfinite > self.nonfinite_patience:
+            folder = getattr(self.checkpointer, "checkpoints_dir", "save/")
             raise RuntimeError(
                 f"training stopped: the loss was NaN/inf for "
                 f"{self.consecutive_nonfinite} batches in a row (step "
                 f"{self.step}; {self.nonfinite_skipped} skipped this epoch); "
                 f"last batch: {', '.join(self.batch_ids)}. The last "
-                f"checkpoint in {self.checkpointer.checkpoints_dir} is "
+                f"checkpoint in {folder} is "
                 "intact: resume with a lower learning rate, without mixed "
                 "precision, or after checking that audio."
             )
@@ -135,7 +159,9 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
 
     def _accumulate_terms(self):
         """Keeps running sums of a hybrid objective's separate terms."""
-        terms = getattr(self.modules.objective, "last_terms", None) or {}
+        # hparams hold the objective itself; modules may hold a DDP wrapper.
+        objective = getattr(self.hparams, "objective", None)
+        terms = getattr(objective, "last_terms", None) or {}
         for name, value in terms.items():
             self.term_sums[name] = self.term_sums.get(name, 0.0) + value
         self.term_count += 1 if terms else 0
@@ -176,8 +202,13 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
         Works for every objective, classifier or not, so checkpoints of
         different objectives are selected by the same criterion.
         """
-        emb = F.normalize(torch.cat(self.valid_embeddings).cpu(), dim=-1)
-        labels = torch.cat(self.valid_labels).cpu()
+        emb = gather_for_metrics(torch.cat(self.valid_embeddings))
+        labels = gather_for_metrics(torch.cat(self.valid_labels))
+        emb, labels = F.normalize(emb.cpu(), dim=-1), labels.cpu()
+        logger.info(
+            "validation trials over %d utterances from %d process(es)",
+            len(labels), world_size(),
+        )
         upper = torch.triu(torch.ones(len(labels), len(labels)), 1).bool()
         scores = (emb @ emb.T)[upper]
         targets = (labels[:, None] == labels[None, :])[upper]
@@ -239,7 +270,10 @@ def dataio_prep(hparams):
     # A fixed random subset keeps all-pairs validation trials affordable.
     valid_ids = list(valid_data.data_ids)
     random.Random(hparams["seed"]).shuffle(valid_ids)
-    kept = set(valid_ids[: hparams["valid_max_utterances"]])
+    kept = valid_ids[: hparams["valid_max_utterances"]]
+    # Under DDP each rank embeds its own share; the EER is computed on the
+    # embeddings gathered from every rank (see _validation_eer).
+    kept = set(sorted(kept)[process_rank() :: world_size()])
     valid_data = valid_data.filtered_sorted(
         sort_key="duration", key_test={"id": lambda uid: uid in kept}
     )
@@ -385,6 +419,8 @@ if __name__ == "__main__":
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
 
+    # A read-only or full disk fails now, not at the first checkpoint.
+    check_writable(hparams["output_folder"])
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,

@@ -26,6 +26,7 @@ import torch
 from speechbrain.dataio.dataio import load_data_csv
 
 from speechbrain_ext.audio import AudioError, load_audio
+from speechbrain_ext.data.manifest import check_manifest
 
 __all__ = ["WaveformBank", "load_waveform_bank", "read_wav_csv"]
 
@@ -54,8 +55,12 @@ def read_wav_csv(csv_file, replacements=None):
 
     Raises
     ------
+    FileNotFoundError
+        If the CSV does not exist.
     ValueError
-        If the CSV has no ``wav`` column or no rows.
+        If the CSV has no rows, or a bad line (see
+        :func:`speechbrain_ext.data.manifest.check_manifest`); the message
+        names the file and line.
 
     Example
     -------
@@ -65,13 +70,13 @@ def read_wav_csv(csv_file, replacements=None):
     >>> read_wav_csv(str(tmpdir / "x.csv"), {"root": "/d"})[0][1]
     '/d/n1.wav'
     """
-    rows = load_data_csv(csv_file, replacements=replacements or {})
+    replacements = replacements or {}
+    check_manifest(csv_file, ("ID", "wav"), replacements)
+    rows = load_data_csv(csv_file, replacements=replacements)
     if not rows:
         raise ValueError(f"{csv_file} lists no audio files")
     listed = []
     for line, (utt_id, row) in enumerate(rows.items(), start=2):
-        if "wav" not in row:
-            raise ValueError(f"{csv_file} has no 'wav' column")
         listed.append((f"{csv_file}, line {line} (ID {utt_id})", row["wav"]))
     return listed
 

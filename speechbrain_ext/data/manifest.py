@@ -37,6 +37,9 @@ import concurrent.futures
 import csv
 import json
 import os
+import re
+import shutil
+import tempfile
 
 import numpy as np
 from speechbrain.utils.logger import get_logger
@@ -53,9 +56,10 @@ __all__ = [
     "split_held_out",
     "make_trials",
     "read_list",
+    "check_manifest",
     "write_csv",
     "write_trials",
-    "write_skip_report",
+    "write_prepared",
     "is_prepared",
     "save_prepare_options",
 ]
@@ -66,6 +70,8 @@ AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus")
 CSV_COLUMNS = ("ID", "duration", "wav", "start", "stop", "spk_id")
 OPTIONS_FILE = "prepare_options.json"
 SKIP_REPORT = "skipped.csv"
+# As SpeechBrain's load_data_csv finds them.
+_PLACEHOLDER = re.compile(r"\$([\w.]+)")
 
 
 def list_audio_files(folder, extensions=AUDIO_EXTENSIONS):
@@ -383,6 +389,85 @@ def read_list(path, min_fields):
     return lines
 
 
+def check_manifest(path, columns=("ID", "wav"), replacements=None):
+    """Checks a SpeechBrain CSV before it is read, naming any bad line.
+
+    SpeechBrain's ``load_data_csv`` and ``csv.DictReader`` meet a short
+    row, a repeated ID or an unknown ``$placeholder`` with a ``TypeError``
+    or ``KeyError`` that names neither the file nor the line.
+
+    Arguments
+    ---------
+    path : str
+        The CSV file.
+    columns : tuple of str
+        Columns the header must have.
+    replacements : dict, optional
+        If given, every ``$name`` placeholder must be one of its keys.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        Naming file and line: an empty file, a missing column, a row whose
+        field count differs from the header's, an empty or repeated ID, a
+        duration that is not a number, or a placeholder with no value.
+
+    Example
+    -------
+    >>> path = getfixture("tmpdir") / "bad.csv"
+    >>> path.write("ID,duration,wav\\na,1.0,a.wav\\na,2.0\\n")
+    >>> check_manifest(str(path))
+    Traceback (most recent call last):
+    ...
+    ValueError: ...bad.csv:3: expected 3 fields (ID,duration,wav), got 2: ...
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"CSV file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, skipinitialspace=True)
+        header = next(reader, None)
+        if not header:
+            raise ValueError(f"{path}:1: no header line (the file is empty)")
+        missing = [name for name in columns if name not in header]
+        if missing:
+            raise ValueError(f"{path}:1: no column {', '.join(missing)} in "
+                             f"the header {','.join(header)!r}")
+        first_seen = {}
+        for fields in reader:
+            if not fields:  # DictReader skips blank lines too
+                continue
+            where = f"{path}:{reader.line_num}"
+            if len(fields) != len(header):
+                raise ValueError(
+                    f"{where}: expected {len(header)} fields "
+                    f"({','.join(header)}), got {len(fields)}: "
+                    f"{','.join(fields)!r}")
+            row = dict(zip(header, fields))
+            utt_id = row.get("ID")
+            if utt_id is not None:
+                if not utt_id:
+                    raise ValueError(f"{where}: empty ID")
+                if utt_id in first_seen:
+                    raise ValueError(f"{where}: ID {utt_id!r} repeats line "
+                                     f"{first_seen[utt_id]}")
+                first_seen[utt_id] = reader.line_num
+            try:
+                float(row.get("duration", 0.0))
+            except ValueError:
+                raise ValueError(f"{where}: duration {row['duration']!r} "
+                                 "is not a number") from None
+            if replacements is None:
+                continue
+            unknown = sorted({name for value in fields
+                              for name in _PLACEHOLDER.findall(value)}
+                             - set(replacements))
+            if unknown:
+                raise ValueError(f"{where}: no value given for "
+                                 f"${unknown[0]} (pass it as a replacement)")
+
+
 def write_csv(path, rows, columns=CSV_COLUMNS):
     """Writes rows as a CSV file; columns not in ``columns`` come after.
 
@@ -423,29 +508,63 @@ def write_trials(path, trials):
                      for enrol, test, label in trials)
 
 
-def write_skip_report(save_folder, skipped):
-    """Writes ``skipped.csv`` (path, reason) and logs how many were skipped.
+def write_prepared(save_folder, tables, trials, skipped, options):
+    """Writes every output of a preparation, keeping the old ones on failure.
+
+    The files are first written to a hidden folder inside ``save_folder``
+    and only then moved over the previous outputs, so a preparation that
+    fails while writing (a full disk, a killed job) leaves the previous
+    outputs as they were. The options file that :func:`is_prepared` reads
+    is removed before the move and written after it: an interruption
+    during the move leaves a folder that is prepared again, never one that
+    mixes two preparations under the old options.
 
     Arguments
     ---------
     save_folder : str
-        Folder of the report.
+        Folder of the outputs (created if missing).
+    tables : dict
+        File name -> rows, each written by :func:`write_csv`.
+    trials : iterable of (str, str, int)
+        Written to ``trials.csv`` by :func:`write_trials`.
     skipped : list of (str, str)
-        ``(path, reason)`` pairs; an empty list writes a header only.
+        ``(path, reason)`` of unusable audio, written to ``skipped.csv``.
+    options : dict
+        JSON-serialisable options of the preparation.
 
-    Returns
+    Example
     -------
-    str
-        Path of the report.
+    >>> folder = str(getfixture("tmpdir"))
+    >>> write_prepared(folder, {"train.csv": []}, [("a", "b", 1)],
+    ...                [("c.wav", "audio file is empty")], {"seed": 1})
+    >>> sorted(os.listdir(folder))
+    ['prepare_options.json', 'skipped.csv', 'train.csv', 'trials.csv']
+    >>> is_prepared(folder, {"seed": 1}, ["train.csv", "trials.csv"])
+    True
     """
-    path = os.path.join(save_folder, SKIP_REPORT)
-    write_csv(path, [{"path": p, "reason": r} for p, r in skipped],
-              columns=("path", "reason"))
+    os.makedirs(save_folder, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".partial-", dir=save_folder)
+    try:
+        for name, rows in tables.items():
+            write_csv(os.path.join(staging, name), rows)
+        write_trials(os.path.join(staging, "trials.csv"), trials)
+        write_csv(os.path.join(staging, SKIP_REPORT),
+                  [{"path": p, "reason": r} for p, r in skipped],
+                  columns=("path", "reason"))
+        options_file = os.path.join(save_folder, OPTIONS_FILE)
+        if os.path.exists(options_file):
+            os.remove(options_file)
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name),
+                       os.path.join(save_folder, name))
+        save_prepare_options(save_folder, options)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if skipped:
         logger.warning(
             "skipped %d unusable audio files (first: %s: %s); see %s",
-            len(skipped), skipped[0][0], skipped[0][1], path)
-    return path
+            len(skipped), skipped[0][0], skipped[0][1],
+            os.path.join(save_folder, SKIP_REPORT))
 
 
 def is_prepared(save_folder, options, outputs):

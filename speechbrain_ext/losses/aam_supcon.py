@@ -21,6 +21,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from speechbrain_ext.distributed import (
+    gather_with_grad,
+    global_group_ids,
+    scale_gradient_by_world_size,
+)
+
 __all__ = ["AAMSupConLoss", "NTXentLoss", "flatten_batch"]
 
 MARGIN_TYPES = ("arc", "cos")
@@ -103,6 +109,15 @@ class AAMSupConLoss(torch.nn.Module):
     The computation runs in float32 with autocast disabled, so half
     precision inputs and mixed-precision training give the float32 value.
 
+    Under DDP each rank holds only its part of the batch. With
+    ``gather_distributed=True`` the embeddings and labels of all ranks are
+    gathered (:func:`~speechbrain_ext.distributed.gather_with_grad`), so
+    every anchor meets the negatives and positives of the global batch,
+    and the gradient is rescaled for DDP's averaging: one DDP step then
+    equals the single-process step on the global batch, and the returned
+    value is the global-batch loss on every rank. Every rank must hold the
+    same number of rows. Without a process group the option does nothing.
+
     Arguments
     ---------
     margin : float
@@ -112,6 +127,8 @@ class AAMSupConLoss(torch.nn.Module):
         The temperature tau; the logits are scaled by s = 1 / tau.
     margin_type : str
         "arc" for cos(theta + m) or "cos" for cos(theta) - m.
+    gather_distributed : bool
+        Whether to compute the loss over the batches of all DDP ranks.
 
     Example
     -------
@@ -126,7 +143,13 @@ class AAMSupConLoss(torch.nn.Module):
     tensor(0.3526)
     """
 
-    def __init__(self, margin=0.2, temperature=0.07, margin_type="arc"):
+    def __init__(
+        self,
+        margin=0.2,
+        temperature=0.07,
+        margin_type="arc",
+        gather_distributed=False,
+    ):
         super().__init__()
         if margin_type not in MARGIN_TYPES:
             raise ValueError(
@@ -140,6 +163,7 @@ class AAMSupConLoss(torch.nn.Module):
         self.margin = float(margin)
         self.temperature = float(temperature)
         self.margin_type = margin_type
+        self.gather_distributed = gather_distributed
 
     def margin_similarity(self, cosine):
         """Returns psi(theta), the similarity of a positive pair.
@@ -187,9 +211,49 @@ class AAMSupConLoss(torch.nn.Module):
         Returns
         -------
         torch.Tensor
-            The scalar loss, float32.
+            The scalar loss, float32; with ``gather_distributed`` that of
+            the global batch, the same on every rank.
         """
         embeddings, labels = flatten_batch(embeddings, labels)
+        if not self.gather_distributed:
+            return self.batch_loss(embeddings, labels)
+        embeddings, labels = self.gather_batch(embeddings, labels)
+        return scale_gradient_by_world_size(self.batch_loss(embeddings, labels))
+
+    def gather_batch(self, embeddings, labels):
+        """Gathers the rows of every DDP rank (identity without DDP).
+
+        Arguments
+        ---------
+        embeddings : torch.Tensor
+            This rank's embeddings, ``[N, D]``.
+        labels : torch.Tensor
+            This rank's labels, ``[N]``; speaker labels are global already.
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            ``[world_size * N, D]``, this rank's rows keeping their graph.
+        labels : torch.Tensor
+            ``[world_size * N]``.
+        """
+        return gather_with_grad(embeddings), gather_with_grad(labels)
+
+    def batch_loss(self, embeddings, labels):
+        """Computes the loss over the rows given, without gathering.
+
+        Arguments
+        ---------
+        embeddings : torch.Tensor
+            Embeddings ``[N, D]``; normalised inside.
+        labels : torch.Tensor
+            Integer labels ``[N]``.
+
+        Returns
+        -------
+        torch.Tensor
+            The scalar loss, float32.
+        """
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             z = F.normalize(embeddings.float(), dim=1)
             cosine = z @ z.T
@@ -230,10 +294,19 @@ class NTXentLoss(AAMSupConLoss):
     With V > 2 views it is the multi-positive form, averaging the V - 1
     positives of each anchor.
 
+    With ``gather_distributed=True`` the ids stay per rank: the views of
+    the i-th utterance of every rank's batch may all carry id i (as
+    ``ViewContrastTask.group_ids`` gives them). Before gathering, the loss
+    renumbers each rank's ids and offsets them by rank
+    (:func:`~speechbrain_ext.distributed.global_group_ids`), so views of
+    different ranks are never positives of each other.
+
     Arguments
     ---------
     temperature : float
         The temperature tau.
+    gather_distributed : bool
+        Whether to contrast against the views of all DDP ranks.
 
     Example
     -------
@@ -243,5 +316,32 @@ class NTXentLoss(AAMSupConLoss):
     torch.Size([])
     """
 
-    def __init__(self, temperature=0.1):
-        super().__init__(margin=0.0, temperature=temperature)
+    def __init__(self, temperature=0.1, gather_distributed=False):
+        super().__init__(
+            margin=0.0,
+            temperature=temperature,
+            gather_distributed=gather_distributed,
+        )
+
+    def gather_batch(self, embeddings, labels):
+        """Gathers the views of every rank with rank-unique group ids.
+
+        Arguments
+        ---------
+        embeddings : torch.Tensor
+            This rank's views, ``[N, D]``.
+        labels : torch.Tensor
+            This rank's group ids, ``[N]``, any integers.
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            ``[world_size * N, D]``, this rank's rows keeping their graph.
+        labels : torch.Tensor
+            ``[world_size * N]`` group ids, unique to each rank.
+        """
+        # Renumbered to 0..G-1 with G <= N, so an offset of N per rank
+        # separates the ranks whatever ids the caller used.
+        _, local_ids = torch.unique(labels, return_inverse=True)
+        labels = global_group_ids(local_ids, n_local=len(labels))
+        return super().gather_batch(embeddings, labels)

@@ -19,6 +19,11 @@ import torch
 import torch.nn.functional as F
 from speechbrain.nnet.losses import l1_loss, mse_loss
 
+from speechbrain_ext.distributed import (
+    gather_with_grad,
+    scale_gradient_by_world_size,
+)
+
 __all__ = ["CSCLoss", "gaussian_mutual_information"]
 
 SEPARATION_LOSSES = {"l1": l1_loss, "mse": mse_loss}
@@ -141,6 +146,16 @@ class CSCLoss(torch.nn.Module):
     Everything runs in float32 with autocast disabled, so half-precision
     inputs and mixed-precision training give the float32 value.
 
+    Under DDP, ``gather_distributed=True`` gathers the z and g rows of all
+    ranks (:func:`~speechbrain_ext.distributed.gather_with_grad`), so the
+    covariances are estimated over the global batch, and rescales the
+    MI's gradient for DDP's averaging. The separation loss stays local:
+    it is a mean over rows, which DDP's averaging already turns into the
+    global mean (exactly so when the ranks have as many valid frames; a
+    mean of the ranks' means otherwise). One DDP step then equals the
+    single-process step on the global batch. Every rank must hold the
+    same number of rows. Without a process group the option does nothing.
+
     Arguments
     ---------
     beta : float
@@ -154,12 +169,15 @@ class CSCLoss(torch.nn.Module):
         (the MI is then that of the directions, which cosine scoring uses).
     eps : float
         Ridge of the covariance, see :func:`gaussian_mutual_information`.
+    gather_distributed : bool
+        Whether to estimate the MI over the batches of all DDP ranks.
 
     Attributes
     ----------
     last_terms : dict
-        ``"mi"`` (nats) and, when an estimate was given, ``"separation"``
-        of the last call, as floats for logging.
+        ``"mi"`` (nats; of the global batch with ``gather_distributed``)
+        and, when an estimate was given, ``"separation"`` of the last
+        call, as floats for logging.
 
     Example
     -------
@@ -186,6 +204,7 @@ class CSCLoss(torch.nn.Module):
         separation="l1",
         normalize=False,
         eps=1e-6,
+        gather_distributed=False,
     ):
         super().__init__()
         if separation not in SEPARATION_LOSSES:
@@ -204,6 +223,7 @@ class CSCLoss(torch.nn.Module):
         self.separation = separation
         self.normalize = normalize
         self.eps = float(eps)
+        self.gather_distributed = gather_distributed
         self.last_terms = {}
 
     def mutual_information(self, z, g):
@@ -296,8 +316,13 @@ class CSCLoss(torch.nn.Module):
                 "estimate and target go together: got only the "
                 + ("estimate" if target is None else "target")
             )
+        if self.gather_distributed:
+            z = gather_with_grad(_as_matrix("z", z))
+            g = gather_with_grad(_as_matrix("g", g))
         mutual_information = self.mutual_information(z, g)
         loss = -mutual_information
+        if self.gather_distributed:
+            loss = scale_gradient_by_world_size(loss)
         terms = {"mi": mutual_information.detach().item()}
         if estimate is not None:
             separation = self.separation_loss(estimate, target, lengths)

@@ -12,7 +12,9 @@ by the first non-blank line):
   target/nontarget;
 - ``label enrol test``: SpeechBrain's VoxCeleb ``veri_test2.txt``; label is
   1/0;
-- ``enrol test``: no labels (evaluation without keys).
+- ``enrol test``: no labels (evaluation without keys);
+- the CSV that data preparation writes, with the header
+  ``enrol_id,test_id,label`` (or ``enrol_id,test_id``) and labels 1/0.
 
 Example
 -------
@@ -34,6 +36,7 @@ Example
 ([0, 0], [1, 0], [True, False])
 """
 
+import csv
 import os
 
 import numpy as np
@@ -43,6 +46,7 @@ __all__ = ["AUDIO_EXTENSIONS", "map_trials", "read_trials", "utterance_stem"]
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".sph")
 
 _LABELS = {"1": 1, "0": 0, "target": 1, "nontarget": 0}
+_CSV_COLUMNS = ("enrol_id", "test_id", "label")
 _MAX_LISTED = 20
 
 
@@ -108,6 +112,8 @@ def read_trials(path):
     >>> read_trials(path)
     [('id10270/x6u/00001', 'id10270/a/2', 1)]
     """
+    if _is_trial_csv(path):
+        return _read_trial_csv(path)
     trials = []
     stems = {}
     layout = None
@@ -147,6 +153,61 @@ def read_trials(path):
                     fields[test_col]
                 )
             trials.append((enrol, test, label))
+    if not trials:
+        raise ValueError(f"{path}: the trial list is empty")
+    return trials
+
+
+def _is_trial_csv(path):
+    """Tells whether the first non-blank line is the prepared CSV header."""
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                return line.strip().startswith("enrol_id,test_id")
+    return False
+
+
+def _read_trial_csv(path):
+    """Reads the ``enrol_id,test_id[,label]`` CSV that preparation writes.
+
+    Arguments
+    ---------
+    path : str
+        The CSV file.
+
+    Returns
+    -------
+    list of tuple
+        ``(enrol_id, test_id, label)`` with stems, as :func:`read_trials`.
+    """
+    trials = []
+    with open(path, newline="", encoding="utf-8") as fin:
+        reader = csv.reader(fin)
+        header = next(reader)
+        if header not in (list(_CSV_COLUMNS), list(_CSV_COLUMNS[:2])):
+            raise ValueError(
+                f"{path}:1: expected the header {','.join(_CSV_COLUMNS)}, "
+                f"got {','.join(header)!r}"
+            )
+        for fields in reader:
+            if not fields:
+                continue
+            where = f"{path}:{reader.line_num}"
+            if len(fields) != len(header) or not all(fields):
+                raise ValueError(
+                    f"{where}: expected {len(header)} non-empty fields, "
+                    f"got {','.join(fields)!r}"
+                )
+            label = None
+            if len(fields) == 3:
+                if fields[2] not in ("0", "1"):
+                    raise ValueError(
+                        f"{where}: label {fields[2]!r} is not 0/1"
+                    )
+                label = int(fields[2])
+            trials.append(
+                (utterance_stem(fields[0]), utterance_stem(fields[1]), label)
+            )
     if not trials:
         raise ValueError(f"{path}: the trial list is empty")
     return trials
