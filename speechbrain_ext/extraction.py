@@ -6,7 +6,10 @@ sorts utterances by duration so each batch holds similar lengths (little
 padding, and that by reflection, see :func:`_pad_batch`), decodes audio in
 DataLoader workers while the model runs, and writes finished batches to a
 cache folder, so an interrupted extraction of CN-Celeb's 18k test files
-resumes where it stopped.
+resumes where it stopped. An optional per-utterance ``transform`` (e.g. a
+:class:`speechbrain_ext.robustness.Corruptor`) changes each waveform after
+reading; the cache folder records which transform made its embeddings and
+refuses to mix them with another's.
 
 Example
 -------
@@ -39,29 +42,74 @@ from tqdm import tqdm
 
 from speechbrain_ext.audio import audio_info, load_audio
 
-__all__ = ["EmbeddingExtractor"]
+__all__ = ["EmbeddingExtractor", "describe_transform"]
 
 logger = logging.getLogger(__name__)
 
+# Written in every cache folder: what was done to the audio before embedding.
+TRANSFORM_FILE = "transform.txt"
+
+
+def describe_transform(transform):
+    """A text naming a waveform transform that is the same in every run.
+
+    Arguments
+    ---------
+    transform : callable or None
+        The transform (None: the audio as read).
+
+    Returns
+    -------
+    str
+        ``"none"``; the ``repr`` of an object that defines one (e.g.
+        ``Corruptor('sir5', seed=1234, ...)``); else the qualified name of
+        the function or class, since the default ``repr`` holds a memory
+        address.
+
+    Example
+    -------
+    >>> describe_transform(None), describe_transform(torch.nn.Identity())
+    ('none', 'Identity()')
+    """
+    if transform is None:
+        return "none"
+    if hasattr(transform, "__qualname__"):
+        return f"{transform.__module__}.{transform.__qualname__}"
+    kind = type(transform)
+    if kind.__repr__ is not object.__repr__:
+        return repr(transform)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
 
 class _AudioList(torch.utils.data.Dataset):
-    """Reads the waveforms of a list of (id, path) items."""
+    """Reads (and optionally transforms) the waveforms of (id, path) items."""
 
-    def __init__(self, items, sample_rate, max_seconds):
+    def __init__(
+        self, items, sample_rate, max_seconds, transform=None, min_seconds=0
+    ):
         self.items = items
         self.sample_rate = sample_rate
+        self.min_samples = int(min_seconds * sample_rate)
         self.max_samples = (
             int(max_seconds * sample_rate) if max_seconds else None
         )
+        self.transform = transform
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, index):
         uid, path = self.items[index]
-        return uid, load_audio(path, sample_rate=self.sample_rate)[
-            : self.max_samples
-        ]
+        wav = load_audio(path, sample_rate=self.sample_rate)
+        if self.transform is not None:
+            # Before cropping: corruption levels hold over the whole file.
+            wav = self.transform(uid, wav)
+        wav = wav[: self.max_samples]
+        if len(wav) < self.min_samples:
+            # ECAPA's reflect padding needs a few frames; mirroring keeps
+            # the speaker's voice where zeros would add silence.
+            wav = _reflect_to(wav, self.min_samples)
+        return uid, wav
 
 
 def _reflect_to(wav, length):
@@ -127,6 +175,27 @@ class EmbeddingExtractor:
         Rate the encoder expects; files at other rates are resampled.
     num_workers : int
         DataLoader workers decoding audio beside the model.
+    transform : callable, optional
+        ``transform(uid, wav) -> wav`` applied to each waveform [time]
+        after reading, before cropping and padding (in the workers: it
+        must be picklable, and should depend on ``uid``, not on call order).
+    min_seconds : float
+        Shorter audio is mirrored up to this length: ECAPA-TDNN fails on
+        fewer than 5 Fbank frames (0.04 s); 0.1 s leaves a margin.
+
+    Example
+    -------
+    >>> class FirstSamples:
+    ...     device = "cpu"
+    ...     def encode_batch(self, wavs, wav_lens):
+    ...         return wavs[:, None, :2]
+    >>> from speechbrain_ext.audio import save_audio
+    >>> path = str(getfixture("tmpdir") / "ramp.wav")
+    >>> save_audio(path, torch.tensor([0.25, 0.5, 0.75]), 16000)
+    >>> negate = EmbeddingExtractor(
+    ...     FirstSamples(), transform=lambda uid, wav: -wav)
+    >>> negate([("u", path)])[1]
+    array([[-0.25, -0.5 ]], dtype=float32)
     """
 
     def __init__(
@@ -137,13 +206,17 @@ class EmbeddingExtractor:
         max_seconds=None,
         sample_rate=16000,
         num_workers=0,
+        transform=None,
+        min_seconds=0.1,
     ):
         self.encoder = encoder
+        self.min_seconds = min_seconds
         self.batch_size = batch_size
         self.max_batch_seconds = max_batch_seconds
         self.max_seconds = max_seconds
         self.sample_rate = sample_rate
         self.num_workers = num_workers
+        self.transform = transform
 
     def _batches(self, durations):
         """Groups length-sorted indices under the batch limits."""
@@ -170,7 +243,8 @@ class EmbeddingExtractor:
             Utterance ids and audio paths. Ids must be unique.
         cache_folder : str, optional
             Folder of finished batches (``part-*.npz``); items found there are
-            not embedded again.
+            not embedded again. It belongs to one ``transform``: a folder
+            written with another one raises ``ValueError``.
         desc : str
             Progress-bar label.
 
@@ -190,6 +264,7 @@ class EmbeddingExtractor:
                 f"utterance ids to embed are not unique: {repeated[:5]} "
                 f"({len(repeated)} repeated)"
             )
+        self._check_cache_transform(cache_folder)
         done = self._load_cache(cache_folder)
         todo = [item for item in items if item[0] not in done]
         if todo:
@@ -203,7 +278,13 @@ class EmbeddingExtractor:
             durations = np.minimum(durations, self.max_seconds)
         batches = list(self._batches(durations))
         loader = torch.utils.data.DataLoader(
-            _AudioList(todo, self.sample_rate, self.max_seconds),
+            _AudioList(
+                todo,
+                self.sample_rate,
+                self.max_seconds,
+                self.transform,
+                self.min_seconds,
+            ),
             batch_sampler=batches,
             collate_fn=_pad_batch,
             num_workers=self.num_workers,
@@ -215,12 +296,39 @@ class EmbeddingExtractor:
             emb = emb.reshape(len(ids), -1).float().cpu().numpy()
             done.update(zip(ids, emb))
             if cache_folder is not None:
-                os.makedirs(cache_folder, exist_ok=True)
+                self._stamp_cache(cache_folder)
                 path = os.path.join(cache_folder, f"part-{part:09d}.npz")
                 # Write then rename: a kill mid-write leaves no broken part.
                 np.savez(path + ".tmp.npz", ids=np.array(ids), emb=emb)
                 os.replace(path + ".tmp.npz", path)
                 part += len(ids)
+
+    def _check_cache_transform(self, cache_folder):
+        """Raises if ``cache_folder`` holds another transform's embeddings."""
+        if cache_folder is None:
+            return
+        wanted = describe_transform(self.transform)
+        stamp = os.path.join(cache_folder, TRANSFORM_FILE)
+        if os.path.isfile(stamp):
+            with open(stamp, encoding="utf-8") as fin:
+                found = fin.read().strip()
+        elif glob.glob(os.path.join(cache_folder, "part-*.npz")):
+            found = "none"  # written before transforms existed
+        else:
+            return
+        if found != wanted:
+            raise ValueError(
+                f"{cache_folder} holds embeddings of audio transformed by "
+                f"{found}, not {wanted}: use one cache folder per transform"
+            )
+
+    def _stamp_cache(self, cache_folder):
+        """Creates ``cache_folder`` and records the transform, once."""
+        stamp = os.path.join(cache_folder, TRANSFORM_FILE)
+        if not os.path.isfile(stamp):
+            os.makedirs(cache_folder, exist_ok=True)
+            with open(stamp, "w", encoding="utf-8") as fout:
+                fout.write(describe_transform(self.transform) + "\n")
 
     @staticmethod
     def _load_cache(cache_folder):

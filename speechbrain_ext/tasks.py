@@ -43,8 +43,19 @@ def _views_of(view_maker, wavs, lens):
     :class:`~speechbrain_ext.augment.InterferedViews` ``(wavs, lens,
     clean)``; both put the views in view-major order.
     """
-    outputs = view_maker(wavs, lens)
+    outputs = _float32_views(view_maker, wavs, lens)
     return outputs[0], outputs[1]
+
+
+def _float32_views(view_maker, wavs, lens):
+    """Runs an augmenter in float32, even inside mixed-precision autocast.
+
+    Under autocast SpeechBrain's ``DropFreq`` filters in half precision,
+    which adds quantisation noise about 48 dB below the signal to every
+    view; augmentation is cheap next to the encoder, so it stays exact.
+    """
+    with torch.autocast(device_type=wavs.device.type, enabled=False):
+        return view_maker(wavs.float(), lens)
 
 
 class EmbeddingTask:
@@ -257,7 +268,7 @@ class SeparativeCodingTask(EmbeddingTask):
                 "target can take the mixture's mean shift, not its scaling"
             )
         n_views = self.views.n_views
-        mixed, view_lens, clean = self.views(wavs, lens)
+        mixed, view_lens, clean = _float32_views(self.views, wavs, lens)
         feats = modules.compute_features(mixed)
         normalised = modules.mean_var_norm(feats, view_lens)
         # A per-utterance shift commutes with the mask's additive dB gain,

@@ -6,6 +6,10 @@ multi-utterance enrolments, scores trials by cosine (optionally after
 mean subtraction and z/t/s/AS-norm against a speaker-averaged cohort) and
 reports EER and minDCF.
 
+A ``test_transform`` (e.g. a :class:`speechbrain_ext.robustness.Corruptor`)
+corrupts the test side only, for robustness evaluation; enrolment and
+cohort audio stay clean, even where a test file is also an enrolment file.
+
 Enrolment rows carry an ``enrol_id`` column: one row per enrolment for
 CN-Celeb's "Concat" mode (the concatenated enrolment file), several rows per
 enrolment for "Avg" mode and for users' multi-utterance enrolment; their
@@ -39,10 +43,12 @@ import logging
 import os
 import random
 import re
+import zlib
 
 import numpy as np
 
-from speechbrain_ext.extraction import EmbeddingExtractor
+from speechbrain_ext.data.manifest import check_manifest
+from speechbrain_ext.extraction import EmbeddingExtractor, describe_transform
 from speechbrain_ext.scoring import (
     compute_eer_mindcf,
     cosine_scores,
@@ -86,6 +92,7 @@ def read_manifest(path, replacements=None):
         Naming the file and line of a placeholder with no replacement.
     """
     replacements = replacements or {}
+    check_manifest(path, ("ID", "wav"), replacements)
     rows = []
     with open(path, newline="", encoding="utf-8") as fin:
         for line, row in enumerate(csv.DictReader(fin), start=2):
@@ -116,13 +123,7 @@ def read_trial_file(path):
     list of tuple
         ``(enrol_id, test_id, label)``.
     """
-    if not path.endswith(".csv"):
-        return read_trials(path)
-    with open(path, newline="", encoding="utf-8") as fin:
-        return [
-            (row["enrol_id"], row["test_id"], int(row["label"]))
-            for row in csv.DictReader(fin)
-        ]
+    return read_trials(path)
 
 
 def cohort_rows(train_rows, per_speaker=3, seed=1234):
@@ -162,6 +163,26 @@ def _embed_rows(extractor, rows, cache_folder, desc):
     return dict(zip(paths, emb))
 
 
+def _embed_transformed_tests(extractor, test_rows, cache_folder):
+    """Embeds test rows through the extractor's transform, by row ID.
+
+    The transform gets the row ID, not the path, so that what it does to an
+    utterance does not depend on where the corpus is stored. The cache
+    subfolder is named after the transform (its ``name``, e.g. ``sir5``)
+    and a checksum of its description, so another seed or interferer list
+    gets its own folder.
+    """
+    name = getattr(extractor.transform, "name", "transformed")
+    description = describe_transform(extractor.transform)
+    folder = None
+    if cache_folder is not None:
+        checksum = zlib.crc32(description.encode("utf-8"))
+        folder = os.path.join(cache_folder, f"test-{name}-{checksum:08x}")
+    items = [(row["ID"], row["wav"]) for row in test_rows]
+    _, emb = extractor(items, folder, desc=f"test {name}")
+    return emb
+
+
 def _unit(x):
     """L2-normalises rows."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -190,6 +211,7 @@ def verify_trials(
     batch_size=32,
     cache_folder=None,
     num_workers=0,
+    test_transform=None,
 ):
     """Scores a trial list with an encoder and returns EER and minDCF.
 
@@ -219,6 +241,11 @@ def verify_trials(
         Keeps embeddings so an interrupted run resumes.
     num_workers : int
         Audio-decoding workers.
+    test_transform : callable, optional
+        ``test_transform(test_id, wav) -> wav`` applied to test audio only,
+        e.g. :class:`speechbrain_ext.robustness.Corruptor`. Test embeddings
+        are then cached in ``<cache_folder>/test-<name>-<checksum>``, where
+        ``name`` is ``test_transform.name`` (e.g. ``sir5``).
 
     Returns
     -------
@@ -233,8 +260,24 @@ def verify_trials(
     extractor = EmbeddingExtractor(
         encoder, batch_size=batch_size, num_workers=num_workers
     )
-    eval_rows = enrol_rows + test_rows
-    emb_of = _embed_rows(extractor, eval_rows, cache_folder, "eval")
+    if test_transform is None:
+        emb_of = _embed_rows(
+            extractor, enrol_rows + test_rows, cache_folder, "eval"
+        )
+        test_emb = np.stack([emb_of[row["wav"]] for row in test_rows])
+    else:
+        # Same folder as the clean run: enrolment embeddings are reused.
+        emb_of = _embed_rows(extractor, enrol_rows, cache_folder, "eval")
+        test_emb = _embed_transformed_tests(
+            EmbeddingExtractor(
+                encoder,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                transform=test_transform,
+            ),
+            test_rows,
+            cache_folder,
+        )
     mean = cohort_emb = None
     if needs_cohort:
         cohort_of = _embed_rows(extractor, cohort, cache_folder, "cohort")
@@ -245,7 +288,6 @@ def verify_trials(
         )
     enrol_ids, enrol_emb = _average_by(enrol_rows, "enrol_id", emb_of, mean)
     test_ids = [row["ID"] for row in test_rows]
-    test_emb = np.stack([emb_of[row["wav"]] for row in test_rows])
     if mean is not None:
         test_emb = _unit(test_emb) - mean
     enrol_idx, test_idx, labels = map_trials(trials, enrol_ids, test_ids)

@@ -153,7 +153,8 @@ def test_shorter_waveforms_are_padded_by_reflection(tmp_path):
     save_audio(short, torch.tensor([0.1, 0.2, 0.3]), 16000)
     save_audio(long, torch.linspace(-0.5, 0.5, 8), 16000)
     encoder = RecordingEncoder()
-    EmbeddingExtractor(encoder)([("short", short), ("long", long)])
+    extractor = EmbeddingExtractor(encoder, min_seconds=0)
+    extractor([("short", short), ("long", long)])
     (wavs,) = encoder.wavs
     assert encoder.batches == [[8, 3]]
     torch.testing.assert_close(wavs[0], load_audio(long))
@@ -295,3 +296,69 @@ def test_benchmark_command_writes_report(tmp_path, tiny_export):
     )
     assert report["result"]["control"]["max_abs_diff"] < 1e-5
     assert "| EmbeddingExtractor | 2 | 0 |" in report["table"]
+
+
+def reverse(uid, wav):
+    """A transform whose effect on the first sample shows it ran."""
+    return wav.flip(0)
+
+
+def test_transform_gets_each_id_before_cropping(items):
+    given = []
+
+    def recording_reverse(uid, wav):
+        given.append(uid)
+        return reverse(uid, wav)
+
+    extractor = EmbeddingExtractor(
+        RecordingEncoder(), max_seconds=0.6, transform=recording_reverse
+    )
+    _, embeddings = extractor(items)
+    assert sorted(given) == [uid for uid, _ in items]
+    # Cropped after reversing: each row starts with the file's last sample.
+    last = [float(load_audio(path)[-1]) for _, path in items]
+    np.testing.assert_array_equal(embeddings[:, 1], np.float32(last))
+    assert embeddings[:, 0].tolist() == [8000, 9600, 9600, 3200, 9600]
+
+
+def test_cache_of_another_transform_is_refused(items, tmp_path):
+    cache = str(tmp_path / "cache")
+    EmbeddingExtractor(RecordingEncoder())(items[:2], cache)
+    with pytest.raises(ValueError, match=r"transformed by none, not "
+                       r"test_extraction\.reverse: use one cache folder"):
+        EmbeddingExtractor(RecordingEncoder(), transform=reverse)(
+            items, cache
+        )
+    other = str(tmp_path / "reversed")
+    _, first = EmbeddingExtractor(RecordingEncoder(), transform=reverse)(
+        items, other
+    )
+    # The same transform resumes from its own folder without the model.
+    _, again = EmbeddingExtractor(FailingEncoder(0), transform=reverse)(
+        items, other
+    )
+    np.testing.assert_array_equal(again, first)
+    with pytest.raises(ValueError, match="transformed by test_extraction"):
+        EmbeddingExtractor(RecordingEncoder())(items, other)
+
+
+def test_cache_written_before_stamps_counts_as_untransformed(items, tmp_path):
+    cache = str(tmp_path / "cache")
+    EmbeddingExtractor(RecordingEncoder())(items, cache)
+    os.remove(os.path.join(cache, "transform.txt"))
+    _, embeddings = EmbeddingExtractor(FailingEncoder(0))(items, cache)
+    np.testing.assert_array_equal(embeddings, expected_rows(items))
+    with pytest.raises(ValueError, match="transformed by none"):
+        EmbeddingExtractor(RecordingEncoder(), transform=reverse)(
+            items, cache
+        )
+
+
+def test_audio_under_min_seconds_is_mirrored_up_to_it(tmp_path):
+    path = str(tmp_path / "blip.wav")
+    save_audio(path, torch.tensor([0.1, 0.2, 0.3]), 16000)
+    encoder = RecordingEncoder()
+    EmbeddingExtractor(encoder, min_seconds=0.001)([("blip", path)])
+    (wavs,) = encoder.wavs
+    assert encoder.batches == [[16]]
+    torch.testing.assert_close(wavs[0, :5], load_audio(path)[[0, 1, 2, 1, 0]])

@@ -4,7 +4,11 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from speechbrain_ext.scoring.plots import plot_det, plot_score_histogram
+from speechbrain_ext.scoring.plots import (
+    plot_det,
+    plot_eer_vs_sir,
+    plot_score_histogram,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -51,3 +55,30 @@ def test_bad_systems_rejected(tmp_path):
         plot_score_histogram(
             {"x": ([0.1, 0.2], [1, 1])}, str(tmp_path / "h.png")
         )
+
+
+def test_eer_vs_sir_plot_written(tmp_path):
+    systems = {
+        "aam_softmax": {0.0: 31.0, 10: 17.0, 5: 22.5, "clean": 14.2},
+        "csc": {0: 24.1, 5: 18.3, 10: 15.2},
+    }
+    path = str(tmp_path / "robustness" / "eer_vs_sir.png")
+    pixels = read_png(plot_eer_vs_sir(systems, path))
+    assert pixels[..., :3].std() > 0.05
+
+
+@pytest.mark.parametrize(
+    "systems, message",
+    [
+        ({}, "nothing to plot"),
+        ({"a": {"clean": 10.0}}, "a has no SIR point"),
+        ({"a": {"sir5": 10.0}}, "a: point 'sir5' is neither an SIR"),
+        ({"a": {True: 10.0}}, "a: point True is neither"),
+        ({"a": {5.0: 0.3, 0.0: 120.0}}, r"a: EER at 0.0 must be .* 120.0"),
+        ({"a": {5.0: float("nan")}}, "a: EER at 5.0 must be a percentage"),
+    ],
+)
+def test_eer_vs_sir_bad_input_is_named(tmp_path, systems, message):
+    with pytest.raises(ValueError, match=message):
+        plot_eer_vs_sir(systems, str(tmp_path / "x.png"))
+    assert not (tmp_path / "x.png").exists()

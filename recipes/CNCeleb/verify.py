@@ -14,6 +14,19 @@ Example (CN-Celeb, both enrolment modes, AS-norm):
 
 For a corpus prepared with ``data_format: folder`` the same command uses
 ``eval.csv`` for both sides of the utterance-vs-utterance trials.
+
+Robustness (test side corrupted by another talker and/or noise, enrolment
+clean; see ``speechbrain_ext.robustness``):
+    python verify.py --model results/csc/1986/export \
+        --data_folder /data/CN-Celeb_flac --prep_folder results/prepared \
+        --conditions clean sir0 sir5 sir10 snr5 sir5+snr10
+
+Interferers are other speakers' test utterances (``--interferer_csv`` to
+choose others), noises come from ``--noise_csv`` or a synthetic bank made
+once in ``<output>/noise``. The table has one row per enrolment mode and
+condition (``concat@sir5``; clean rows keep the plain ``concat`` name), and
+``summary.json`` gives each row's ``test_condition``, ``sir_db`` and
+``snr_db`` for ``plot_robustness.py``.
 """
 
 import argparse
@@ -23,6 +36,9 @@ import sys
 
 from speechbrain.inference.speaker import EncoderClassifier
 
+from speechbrain_ext.augment.bank import load_waveform_bank
+from speechbrain_ext.augment.noise import generate_noise_bank
+from speechbrain_ext.robustness import Corruptor, parse_condition
 from speechbrain_ext.verification import (
     cohort_rows,
     read_manifest,
@@ -66,7 +82,26 @@ def parse_args(argv):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default=None, help="system name in tables")
     parser.add_argument("--no_plots", action="store_true")
-    return parser.parse_args(argv)
+    parser.add_argument("--conditions", nargs="+", default=["clean"],
+                        help="test-side conditions: clean, sir<dB>, "
+                             "snr<dB>, sir<dB>+snr<dB>")
+    parser.add_argument("--interferer_csv", default=None,
+                        help="manifest of interfering talkers (ID, wav, "
+                             "spk_id; default: the test manifest)")
+    parser.add_argument("--noise_csv", default=None,
+                        help="noise manifest (default: a synthetic bank "
+                             "generated in <output>/noise)")
+    parser.add_argument("--corruption_seed", type=int, default=1234,
+                        help="seed of the test-side corruption")
+    args = parser.parse_args(argv)
+    try:
+        args.conditions = [parse_condition(c) for c in args.conditions]
+    except ValueError as err:
+        parser.error(str(err))
+    names = [condition.name for condition in args.conditions]
+    if len(set(names)) < len(names):
+        parser.error(f"--conditions repeats a condition: {names}")
+    return args
 
 
 def model_name(model):
@@ -93,6 +128,36 @@ def evaluation_sets(prep_folder, enrol_mode):
             "data preparation (train.py does) first"
         )
     return eval_csv, eval_csv
+
+
+def corruptors_by_condition(args, test_csv, replacements, output):
+    """One :class:`Corruptor` per condition (None for clean)."""
+    conditions = args.conditions
+    interferers = noises = None
+    if any(c.sir_db is not None for c in conditions):
+        interferers = read_manifest(
+            args.interferer_csv or test_csv, replacements
+        )
+    if any(c.snr_db is not None for c in conditions):
+        noise_csv = args.noise_csv or generate_noise_bank(
+            os.path.join(output, "noise")
+        )
+        noises = load_waveform_bank(noise_csv, replacements)
+    speakers = {
+        row["ID"]: row["spk_id"]
+        for row in read_manifest(test_csv, replacements)
+        if row.get("spk_id")
+    }
+    return {
+        condition.name: None if condition.is_clean else Corruptor(
+            condition,
+            interferers,
+            noises,
+            seed=args.corruption_seed,
+            speakers=speakers,
+        )
+        for condition in conditions
+    }
 
 
 def main(argv=None):
@@ -124,24 +189,45 @@ def main(argv=None):
         )
         cohort = cohort_rows(train, args.cohort_per_speaker)
     results = {}
+    corruptors = None
     for mode in args.enrol_mode:
         enrol_csv, test_csv = evaluation_sets(args.prep_folder, mode)
-        condition = mode if enrol_csv != test_csv else "utterance"
+        if corruptors is None:  # the test side is the same for every mode
+            corruptors = corruptors_by_condition(
+                args, test_csv, replacements, output
+            )
+        enrol_mode = mode if enrol_csv != test_csv else "utterance"
+        scoring = enrol_mode
         if args.score_norm != "none":
-            condition += f"+{args.score_norm}"
-        results[condition] = verify_trials(
-            encoder,
-            read_manifest(enrol_csv, replacements),
-            read_manifest(test_csv, replacements),
-            trials,
-            cohort=cohort,
-            score_norm=args.score_norm,
-            top_n=args.top_n,
-            mean_norm=args.mean_norm,
-            batch_size=args.batch_size,
-            cache_folder=os.path.join(output, "embeddings"),
-            num_workers=args.num_workers,
-        )
+            scoring += f"+{args.score_norm}"
+        enrol_rows = read_manifest(enrol_csv, replacements)
+        test_rows = read_manifest(test_csv, replacements)
+        for condition in args.conditions:
+            result = verify_trials(
+                encoder,
+                enrol_rows,
+                test_rows,
+                trials,
+                cohort=cohort,
+                score_norm=args.score_norm,
+                top_n=args.top_n,
+                mean_norm=args.mean_norm,
+                batch_size=args.batch_size,
+                cache_folder=os.path.join(output, "embeddings"),
+                num_workers=args.num_workers,
+                test_transform=corruptors[condition.name],
+            )
+            key = scoring if condition.is_clean else (
+                f"{scoring}@{condition.name}"
+            )
+            results[key] = {
+                **result,
+                "enrol_mode": enrol_mode,
+                "score_norm": args.score_norm,
+                "test_condition": condition.name,
+                "sir_db": condition.sir_db,
+                "snr_db": condition.snr_db,
+            }
         if enrol_csv == test_csv:
             break
     print(write_report(results, output, name, plots=not args.no_plots))

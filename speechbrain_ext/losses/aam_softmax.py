@@ -12,10 +12,11 @@ Authors
 """
 
 import torch
+import torch.nn.functional as F
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-from speechbrain_ext.losses.aam_supcon import flatten_batch
+from speechbrain_ext.losses.aam_supcon import NORM_EPS, flatten_batch
 
 __all__ = ["AAMSoftmaxLoss"]
 
@@ -78,6 +79,23 @@ class AAMSoftmaxLoss(torch.nn.Module):
             AdditiveAngularMargin(margin=margin, scale=scale)
         )
 
+    def _cosine_logits(self, embeddings):
+        """Cosines to the class weights, ``[N, 1, n_classes]``.
+
+        SpeechBrain's ``Classifier`` normalises with ``F.normalize``'s eps
+        of 1e-12, which gives a (near-)zero embedding an infinite float16
+        gradient; for the stock classifier without hidden blocks the same
+        cosines are computed here with ``NORM_EPS`` instead.
+        """
+        classifier = self.classifier
+        if isinstance(classifier, Classifier) and not len(classifier.blocks):
+            cosine = F.linear(
+                F.normalize(embeddings, dim=1, eps=NORM_EPS),
+                F.normalize(classifier.weight.float(), dim=1),
+            )
+            return cosine.unsqueeze(1)
+        return classifier(embeddings.unsqueeze(1))
+
     def forward(self, embeddings, labels):
         """Computes the loss of one batch.
 
@@ -96,7 +114,7 @@ class AAMSoftmaxLoss(torch.nn.Module):
         """
         embeddings, labels = flatten_batch(embeddings, labels)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            logits = self.classifier(embeddings.float().unsqueeze(1))
+            logits = self._cosine_logits(embeddings.float())
             n_classes = logits.shape[-1]
             lowest, highest = int(labels.min()), int(labels.max())
             if lowest < 0 or highest >= n_classes:

@@ -29,6 +29,11 @@ from speechbrain_ext.distributed import (
 
 __all__ = ["AAMSupConLoss", "NTXentLoss", "flatten_batch"]
 
+# F.normalize's default eps (1e-12) gives a (near-)zero row a gradient of
+# ~1e12, infinite once cast back to float16; 1e-4 bounds it by 1e4 and is far
+# below the norm of any trained embedding.
+NORM_EPS = 1e-4
+
 MARGIN_TYPES = ("arc", "cos")
 
 # Keeps sqrt(1 - cos^2) and its gradient finite (SpeechBrain's
@@ -255,7 +260,7 @@ class AAMSupConLoss(torch.nn.Module):
             The scalar loss, float32.
         """
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            z = F.normalize(embeddings.float(), dim=1)
+            z = F.normalize(embeddings.float(), dim=1, eps=NORM_EPS)
             cosine = z @ z.T
             n = z.shape[0]
             is_self = torch.eye(n, dtype=torch.bool, device=z.device)

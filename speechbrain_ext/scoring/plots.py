@@ -1,4 +1,4 @@
-"""DET curves and score histograms for comparing verification systems.
+"""DET curves, score histograms and EER-vs-SIR curves of several systems.
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects and written
 with the Agg renderer, without pyplot, so plotting neither needs a display
@@ -27,7 +27,7 @@ from speechbrain_ext.scoring.metrics import (
     det_curve,
 )
 
-__all__ = ["plot_det", "plot_score_histogram"]
+__all__ = ["plot_det", "plot_eer_vs_sir", "plot_score_histogram"]
 
 # Error rates shown on the DET axes, as fractions.
 _DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
@@ -178,5 +178,101 @@ def plot_score_histogram(systems, path, bins=100):
         axes.set_xlabel("score")
         axes.legend(fontsize="small")
     all_axes[0].set_ylabel("density")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _check_sir_curves(systems):
+    """Validates model name -> {SIR in dB or "clean": EER %}.
+
+    Arguments
+    ---------
+    systems : dict
+        See :func:`plot_eer_vs_sir`.
+
+    Returns
+    -------
+    dict
+        Name -> (SIRs sorted ascending, their EERs, clean EER or None).
+    """
+    if not systems:
+        raise ValueError("systems is empty: nothing to plot")
+    curves = {}
+    for name, points in systems.items():
+        sirs, eers, clean = [], [], None
+        for sir, eer in dict(points).items():
+            is_number = isinstance(sir, (int, float, np.number))
+            if sir != "clean" and (isinstance(sir, bool) or not is_number):
+                raise ValueError(
+                    f"{name}: point {sir!r} is neither an SIR in dB nor "
+                    "'clean'"
+                )
+            if not (isinstance(eer, (int, float, np.number))
+                    and 0.0 <= eer <= 100.0):
+                raise ValueError(
+                    f"{name}: EER at {sir!r} must be a percentage in "
+                    f"[0, 100], got {eer!r}"
+                )
+            if sir == "clean":
+                clean = float(eer)
+            else:
+                sirs.append(float(sir))
+                eers.append(float(eer))
+        if not sirs:
+            raise ValueError(f"{name} has no SIR point to plot")
+        order = np.argsort(sirs)
+        curves[name] = (np.array(sirs)[order], np.array(eers)[order], clean)
+    return curves
+
+
+def plot_eer_vs_sir(systems, path, title="EER against SIR"):
+    """Plots the EER of several models against the test-side SIR.
+
+    Each model is one line with a marker per SIR; its EER on the clean
+    test side, when given, is a dashed horizontal line of the same colour,
+    the level the curve should approach as the SIR grows.
+
+    Arguments
+    ---------
+    systems : dict
+        Model name -> {SIR in dB (float) or ``"clean"``: EER in %}, e.g.
+        ``{"csc": {0.0: 21.3, 5.0: 15.0, 10.0: 12.1, "clean": 10.4}}``.
+    path : str
+        Image file to write (e.g. ``eer_vs_sir.png``).
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Example
+    -------
+    >>> systems = {
+    ...     "aam_softmax": {0: 31.0, 5: 22.5, 10: 17.0, "clean": 14.2},
+    ...     "csc": {0: 24.1, 5: 18.3, 10: 15.2, "clean": 14.0},
+    ... }
+    >>> path = str(getfixture("tmpdir") / "eer_vs_sir.png")
+    >>> plot_eer_vs_sir(systems, path)
+    '...eer_vs_sir.png'
+    """
+    curves = _check_sir_curves(systems)
+    figure = Figure(figsize=(5.5, 4.0))
+    axes = figure.subplots()
+    for name, (sirs, eers, clean) in curves.items():
+        line = axes.plot(sirs, eers, "o-", label=name)[0]
+        if clean is not None:
+            axes.axhline(clean, ls="--", lw=1.0, color=line.get_color())
+    if any(clean is not None for _, _, clean in curves.values()):
+        # One legend entry explains every dashed line.
+        axes.plot([], [], "--", color="grey", lw=1.0, label="clean test side")
+    all_sirs = np.unique(np.concatenate([c[0] for c in curves.values()]))
+    axes.set_xticks(all_sirs, [f"{sir:g}" for sir in all_sirs])
+    axes.set_xlabel("SIR (dB)")
+    axes.set_ylabel("EER (%)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small")
     figure.tight_layout()
     return _save(figure, path)

@@ -1,0 +1,961 @@
+"""Benchmark: training throughput of AAM-softmax, AAM-SupCon and CSC.
+
+Each system is built from its recipe hparams file
+(``recipes/CNCeleb/hparams/{aam_softmax,aamsupcon,csc}.yaml``) with the
+same overrides (model size, crop, views, batch), and one training step is
+exactly what training does: ``SpeakerEmbeddingBrain.fit_batch`` of
+``recipes/CNCeleb/train.py`` on a ``PaddedBatch`` (the task's views,
+features, embeddings and loss under SpeechBrain's autocast context, the
+backward pass, gradient clipping and the Adam step; GradScaler with fp16).
+
+All systems get the same batch: B clean crops of the same length, each
+turned into V views by the system's own view maker (AAM-softmax and
+AAM-SupCon: ``[clean; augmented]`` rows from SpeechBrain's ``Augmenter``;
+CSC: V interfered views plus the clean separation target). AAM-SupCon
+draws its B crops as P speakers x K utterances (``PKSampler``), and its
+objective is the recipe's default hybrid AAM-SupCon + AAM-softmax.
+Utterance-seconds per second count clean input seconds, B x crop per
+step, not the B x V views the model sees.
+
+For each system and precision (fp32 and mixed: bf16 autocast on CPU, fp16
+with GradScaler or bf16 on CUDA) the step is timed with
+
+- data loading off (``memory``): batches read beforehand and held in
+  the device's memory, so the step is compute alone;
+- data loading on (``loader``): each step first waits for its batch from
+  the recipe's DataLoader (``dataio_prep`` and ``train_loader_options``
+  of train.py, ``--num_workers`` workers) over a prepared corpus, and
+  copies it to the device as training does;
+
+and the loader alone is timed without compute (batches per second). The
+loader bounds training when it delivers fewer batches per second than
+compute consumes (``loader_headroom`` < 1). The four settings of a
+system run in ``--rounds`` rounds, in reverse order every other round, so
+slow drifts of a shared machine reach them all; each run's warm-up steps
+are excluded, step times are pooled over rounds and reported as median
+[IQR]; ratios are of medians. On CUDA the GPU's utilisation is sampled
+in a background thread during the timed steps (NVML through
+``torch.cuda.utilization``, else ``nvidia-smi``), and peak memory is
+``torch.cuda.max_memory_allocated`` (with loading off, the held batches
+included); on CPU peak memory is the process's peak resident set size so
+far (``ru_maxrss``, monotone over the run, loader workers not counted).
+A step whose loss is NaN/inf skips backward and the optimizer, so such
+steps are counted (``nonfinite_skipped``).
+
+Run from the repository root::
+
+    # bench/results/throughput.md: a modest model on a shared 2-core CPU
+    python -m bench.throughput --data_folder ../shared/data/speakers \\
+        --out results/bench/throughput.json --threads 1 --num_workers 1 \\
+        --channels 128 128 128 128 384 --attention_channels 64 \\
+        --batch_size 16 --steps 6 --warmup 2 --rounds 2
+    # the recipe's model and batch on a GPU
+    python -m bench.throughput --data_folder ../shared/data/speakers \\
+        --device cuda --num_workers 8 --steps 30 \\
+        --out results/bench/throughput_gpu.json
+    # smoke test on a generated corpus: a few steps of a tiny model
+    python -m bench.throughput --quick --out /tmp/throughput.json
+"""
+
+import argparse
+import functools
+import importlib.util
+import itertools
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import speechbrain as sb
+import torch
+import yaml
+from hyperpyyaml import load_hyperpyyaml
+
+from bench.machine import machine_info, write_report
+from bench.stats import timing_summary
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(REPO, "recipes", "CNCeleb")
+SYSTEMS = {
+    "aam_softmax": "aam_softmax.yaml",
+    "aamsupcon": "aamsupcon.yaml",
+    "csc": "csc.yaml",
+}
+LOADINGS = ("memory", "loader")
+# Thresholds of the issue's targets on a GPU.
+MIN_MIXED_SPEEDUP = 1.5
+MIN_LOADER_HEADROOM = 1.0
+
+DEFAULT = {
+    "channels": [512, 512, 512, 512, 1536],
+    "attention_channels": 128,
+    "emb_dim": 192,
+    "sentence_len": 2.0,
+    "batch_size": 64,
+    "n_views": 2,
+    "n_utts_per_speaker": 2,
+    "steps": 20,
+    "warmup": 3,
+    "num_workers": 4,
+    "rounds": 2,
+}
+QUICK = dict(
+    DEFAULT,
+    channels=[32, 32, 32, 32, 96],
+    attention_channels=16,
+    emb_dim=32,
+    sentence_len=0.5,
+    batch_size=4,
+    steps=2,
+    warmup=1,
+    num_workers=0,
+    rounds=1,
+)
+
+
+@functools.lru_cache(maxsize=None)
+def recipe_module(name):
+    """Imports a module of ``recipes/CNCeleb`` (e.g. ``train``) by path.
+
+    The recipe is a folder of scripts, not a package; loading by path under
+    a distinct name keeps ``train`` from shadowing other modules.
+
+    Arguments
+    ---------
+    name : str
+        The script's name without ``.py``.
+
+    Returns
+    -------
+    module
+        Loaded once, then cached.
+
+    Example
+    -------
+    >>> recipe_module("train").crop_or_repeat(torch.ones(2), 3)
+    tensor([1., 1., 1.])
+    """
+    spec = importlib.util.spec_from_file_location(
+        f"cnceleb_{name}", os.path.join(RECIPE, f"{name}.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def mixed_precision_name(device, cuda_dtype="fp16"):
+    """SpeechBrain's ``--precision`` for mixed precision on a device.
+
+    Arguments
+    ---------
+    device : str
+        A torch device.
+    cuda_dtype : str
+        "fp16" (with GradScaler) or "bf16" on CUDA.
+
+    Returns
+    -------
+    str
+        "bf16" on CPU (SpeechBrain refuses fp16 there), else ``cuda_dtype``.
+
+    Example
+    -------
+    >>> mixed_precision_name("cpu"), mixed_precision_name("cuda:0")
+    ('bf16', 'fp16')
+    """
+    return "bf16" if torch.device(device).type == "cpu" else cuda_dtype
+
+
+def system_overrides(system, config, paths):
+    """The hparams overrides of one system: the same budget for all.
+
+    Arguments
+    ---------
+    system : str
+        A key of :data:`SYSTEMS`.
+    config : dict
+        Model size, crop, views and batch (see :data:`DEFAULT`),
+        ``data_format``, ``prepare_options`` and ``seed``.
+    paths : dict
+        ``data_folder``, ``prep_folder`` and ``out`` (runs go to
+        ``<out>/<system>``).
+
+    Returns
+    -------
+    dict
+        hparams key -> value.
+
+    Raises
+    ------
+    ValueError
+        If the P x K batch of AAM-SupCon cannot have B crops.
+
+    Example
+    -------
+    >>> config = dict(DEFAULT, data_format="folder", seed=1,
+    ...               prepare_options={})
+    >>> paths = {"data_folder": "c", "prep_folder": "p", "out": "o"}
+    >>> pk = system_overrides("aamsupcon", config, paths)
+    >>> pk["n_speakers_per_batch"] * pk["n_utts_per_speaker"]
+    64
+    >>> system_overrides("csc", config, paths)["batch_size"]
+    64
+    """
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system {system!r}; expected one of "
+                         f"{sorted(SYSTEMS)}")
+    batch, per_speaker = config["batch_size"], config["n_utts_per_speaker"]
+    overrides = {
+        "seed": config["seed"],
+        "data_folder": paths["data_folder"],
+        "data_format": config["data_format"],
+        "prep_folder": paths["prep_folder"],
+        "prepare_options": config["prepare_options"],
+        "output_folder": os.path.join(paths["out"], system),
+        "noise_csv": os.path.join(paths["prep_folder"], "noise",
+                                  "noise_bank.csv"),
+        "rir_csv": os.path.join(paths["prep_folder"], "rirs", "rirs.csv"),
+        "channels": config["channels"],
+        "attention_channels": config["attention_channels"],
+        "emb_dim": config["emb_dim"],
+        "sentence_len": config["sentence_len"],
+        "n_views": config["n_views"],
+        "batch_size": batch,
+        "num_workers": config["num_workers"],
+    }
+    if system == "aamsupcon":
+        if batch % per_speaker:
+            raise ValueError(f"batch_size={batch} is not a multiple of "
+                             f"n_utts_per_speaker={per_speaker}")
+        overrides["n_speakers_per_batch"] = batch // per_speaker
+        overrides["n_utts_per_speaker"] = per_speaker
+    return overrides
+
+
+def load_system(system, overrides):
+    """Builds a system's hparams and training data as ``train.py`` does.
+
+    Prepares the corpus and the augmentation banks (skipped when done),
+    sizes the AAM-softmax classifier from the prepared training speakers
+    and builds the training dataset and its loader options.
+
+    Arguments
+    ---------
+    system : str
+        A key of :data:`SYSTEMS`.
+    overrides : dict
+        From :func:`system_overrides`.
+
+    Returns
+    -------
+    hparams : dict
+        The loaded hparams.
+    train_data : DynamicItemDataset
+        The training data with the recipe's pipeline.
+    loader_options : dict
+        The recipe's training DataLoader options.
+    """
+    train = recipe_module("train")
+    prepare = recipe_module("cnceleb_prepare")
+    hparams_file = os.path.join(RECIPE, "hparams", SYSTEMS[system])
+    overrides_yaml = yaml.safe_dump(overrides)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides_yaml)
+    os.makedirs(hparams["save_folder"], exist_ok=True)
+    prepare.prepare_data(
+        data_format=hparams["data_format"],
+        data_folder=hparams["data_folder"],
+        save_folder=hparams["prep_folder"],
+        **hparams["prepare_options"],
+    )
+    train.prepare_augmentation_sources(hparams)
+    hparams = train.size_classifier(hparams_file, overrides_yaml, hparams)
+    train_data, _, _ = train.dataio_prep(hparams)
+    return hparams, train_data, train.train_loader_options(hparams,
+                                                           train_data)
+
+
+def make_brain(hparams, device, precision):
+    """A ``SpeakerEmbeddingBrain`` ready for ``fit_batch``, as in ``fit``.
+
+    Arguments
+    ---------
+    hparams : dict
+        From :func:`load_system`.
+    device : str
+        SpeechBrain's ``--device``.
+    precision : str
+        SpeechBrain's ``--precision`` ("fp32", "bf16" or "fp16").
+
+    Returns
+    -------
+    SpeakerEmbeddingBrain
+        With its optimizer built, in the training stage; no checkpointer.
+    """
+    train = recipe_module("train")
+    brain = train.SpeakerEmbeddingBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts={"device": device, "precision": precision},
+    )
+    brain.init_optimizers()
+    brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
+    brain.modules.train()
+    brain.zero_grad()
+    return brain
+
+
+def endless_batches(loader, sampler=None):
+    """Yields a loader's batches epoch after epoch.
+
+    Arguments
+    ---------
+    loader : iterable
+        Batches of one epoch.
+    sampler : object, optional
+        Its ``set_epoch`` is called before each epoch, as ``Brain.fit``
+        does with ``brain.train_sampler``.
+
+    Yields
+    ------
+    object
+        The next batch.
+
+    Example
+    -------
+    >>> list(itertools.islice(endless_batches([1, 2]), 5))
+    [1, 2, 1, 2, 1]
+    """
+    for epoch in itertools.count(1):
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        yield from loader
+
+
+def synchronize(device):
+    """Waits for the device's queued work (CUDA), so timings include it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_loop(step, batches, n_steps, n_warmup, device, monitor=None):
+    """Seconds of each timed iteration of ``step(next(batches))``.
+
+    An iteration's time runs from asking for its batch to the end of its
+    device work, so waiting for data is counted.
+
+    Arguments
+    ---------
+    step : callable
+        Called on each batch (``brain.fit_batch``, or nothing).
+    batches : iterator
+        Yields the batches.
+    n_steps : int
+        Timed iterations.
+    n_warmup : int
+        Untimed iterations first (worker start-up, allocator, kernels).
+    device : str
+        Synchronised after each iteration on CUDA.
+    monitor : GpuUtilisation, optional
+        Sampling only while the timed iterations run.
+
+    Returns
+    -------
+    list of float
+        ``n_steps`` durations in seconds.
+
+    Example
+    -------
+    >>> seen = []
+    >>> times = time_loop(seen.append, iter(range(5)), 3, 2, "cpu")
+    >>> seen, len(times)
+    ([0, 1, 2, 3, 4], 3)
+    """
+    for _ in range(n_warmup):
+        step(next(batches))
+    synchronize(device)
+    times = []
+    if monitor is not None:
+        monitor.start()
+    try:
+        for _ in range(n_steps):
+            start = time.perf_counter()
+            step(next(batches))
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+    finally:
+        if monitor is not None:
+            monitor.stop()
+    return times
+
+
+def parse_nvidia_smi(text, index=0):
+    """The utilisation (%) of GPU ``index`` in ``nvidia-smi``'s csv output.
+
+    Arguments
+    ---------
+    text : str
+        Output of ``nvidia-smi --query-gpu=utilization.gpu
+        --format=csv,noheader,nounits``: one line per GPU.
+    index : int
+        The GPU's line.
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> parse_nvidia_smi("87\\n12\\n", index=1)
+    12.0
+    """
+    return float(text.split()[index])
+
+
+class GpuUtilisation:
+    """Samples a CUDA device's utilisation in a background thread.
+
+    Uses ``torch.cuda.utilization`` (NVML, from the ``nvidia-ml-py``
+    package) where it works, else parses ``nvidia-smi``; on a CPU device,
+    or with neither available, it samples nothing and its summary is None.
+    ``start``/``stop`` may be called several times; samples accumulate.
+
+    Arguments
+    ---------
+    device : str
+        The torch device.
+    interval : float
+        Seconds between samples (NVML's own counter covers the last
+        1/6 to 1 s, so finer sampling gains little).
+
+    Example
+    -------
+    >>> monitor = GpuUtilisation("cpu")
+    >>> monitor.start(); monitor.stop()
+    >>> monitor.source, monitor.summary()
+    (None, None)
+    """
+
+    def __init__(self, device, interval=0.2):
+        self.device = torch.device(device)
+        self.interval = interval
+        self.samples = []
+        self.source = self._probe() if self.device.type == "cuda" else None
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _probe(self):
+        """Names the first reader that answers, or None."""
+        for source in ("nvml", "nvidia-smi"):
+            try:
+                self._read(source)
+                return source
+            except Exception:  # module missing, NVML or binary unusable
+                continue
+        return None
+
+    def _read(self, source):
+        """One utilisation reading (%) from ``source``."""
+        index = self.device.index or 0
+        if source == "nvml":
+            return float(torch.cuda.utilization(index))
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible:  # nvidia-smi numbers the GPUs physically
+            index = int(visible.split(",")[index])
+        output = subprocess.run(
+            ["nvidia-smi", "--query-gpu=utilization.gpu",
+             "--format=csv,noheader,nounits", f"--id={index}"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout
+        return parse_nvidia_smi(output)
+
+    def _sample(self):
+        """The sampling thread: reads every ``interval`` until stopped."""
+        while not self._stop.wait(self.interval):
+            self.samples.append(self._read(self.source))
+
+    def start(self):
+        """Starts sampling (no-op without a reader)."""
+        if self.source is None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """Stops sampling."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def summary(self):
+        """``{"mean", "median", "min", "n", "source"}`` or None."""
+        if not self.samples:
+            return None
+        return {
+            "mean": statistics.fmean(self.samples),
+            "median": statistics.median(self.samples),
+            "min": min(self.samples),
+            "n": len(self.samples),
+            "source": self.source,
+        }
+
+
+def reset_peak_memory(device):
+    """Starts a new peak-memory count on CUDA (CPU's peak is monotone)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device):
+    """Peak memory in MiB: allocated on CUDA, process RSS on CPU.
+
+    Example
+    -------
+    >>> peak_memory_mib("cpu") > 0
+    True
+    """
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rates(seconds, utterance_seconds):
+    """Median/IQR of step times and the rates of the median step.
+
+    Arguments
+    ---------
+    seconds : list of float
+        Timed step durations.
+    utterance_seconds : float
+        Clean input seconds per step (B x crop).
+
+    Returns
+    -------
+    dict
+        ``seconds`` (the timings), ``summary`` (:func:`timing_summary`),
+        ``steps_per_second`` and ``utterance_seconds_per_second``.
+
+    Example
+    -------
+    >>> r = rates([0.5, 0.25, 0.5], utterance_seconds=8.0)
+    >>> r["steps_per_second"], r["utterance_seconds_per_second"]
+    (2.0, 16.0)
+    """
+    summary = timing_summary(seconds)
+    return {
+        "seconds": list(seconds),
+        "summary": summary,
+        "steps_per_second": 1.0 / summary["median"],
+        "utterance_seconds_per_second": utterance_seconds / summary["median"],
+    }
+
+
+def system_ratios(runs, loader_alone, mixed):
+    """Mixed/fp32 speed-ups, loading slow-downs and loader headroom.
+
+    Arguments
+    ---------
+    runs : dict
+        ``"<precision>/<loading>"`` -> :func:`rates` output, for fp32 and
+        ``mixed`` with loading ``memory`` and ``loader``.
+    loader_alone : dict
+        :func:`rates` of the loader without compute.
+    mixed : str
+        The mixed precision's name.
+
+    Returns
+    -------
+    dict
+        ``mixed_speedup`` (loading -> fp32 median step / mixed median
+        step), ``loading_slowdown`` (precision -> loader median step /
+        memory median step), ``loader_headroom`` (precision -> loader
+        batches/s over compute steps/s; below 1 loading is the bound) and
+        ``bound`` (precision -> "loading" or "compute").
+
+    Example
+    -------
+    >>> runs = {f"{p}/{l}": rates([t], 1.0) for p, l, t in [
+    ...     ("fp32", "memory", 2.0), ("bf16", "memory", 1.0),
+    ...     ("fp32", "loader", 2.0), ("bf16", "loader", 1.5)]}
+    >>> ratios = system_ratios(runs, rates([1.25], 1.0), "bf16")
+    >>> ratios["mixed_speedup"]
+    {'memory': 2.0, 'loader': 1.3333333333333333}
+    >>> ratios["loading_slowdown"]["bf16"], ratios["bound"]
+    (1.5, {'fp32': 'compute', 'bf16': 'loading'})
+    """
+    def median(key):
+        return runs[key]["summary"]["median"]
+
+    precisions = ("fp32", mixed)
+    headroom = {
+        p: loader_alone["steps_per_second"]
+        / runs[f"{p}/memory"]["steps_per_second"]
+        for p in precisions
+    }
+    return {
+        "mixed_speedup": {
+            loading: median(f"fp32/{loading}") / median(f"{mixed}/{loading}")
+            for loading in LOADINGS
+        },
+        "loading_slowdown": {
+            p: median(f"{p}/loader") / median(f"{p}/memory")
+            for p in precisions
+        },
+        "loader_headroom": headroom,
+        "bound": {
+            p: "loading" if headroom[p] < MIN_LOADER_HEADROOM else "compute"
+            for p in precisions
+        },
+    }
+
+
+def benchmark_system(system, overrides, config, device, mixed):
+    """Times one system's loader and training steps in every setting.
+
+    Arguments
+    ---------
+    system : str
+        A key of :data:`SYSTEMS`.
+    overrides : dict
+        From :func:`system_overrides`.
+    config : dict
+        ``steps``, ``warmup``, ``rounds``, ``batch_size``,
+        ``sentence_len`` and ``n_views``.
+    device : str
+        The torch device.
+    mixed : str
+        The mixed precision's name (see :func:`mixed_precision_name`).
+
+    Returns
+    -------
+    dict
+        ``hparams``, ``overrides``, ``n_train_speakers``,
+        ``embedding_rows``, ``loader_alone``, ``runs`` (see
+        :func:`system_ratios`; each with ``gpu_utilisation``,
+        ``peak_memory_mib`` and ``nonfinite_skipped``, the steps, warm-up
+        included, whose NaN/inf loss was skipped) and the ratios of
+        :func:`system_ratios`.
+    """
+    hparams, train_data, options = load_system(system, overrides)
+    sampler = options.get("batch_sampler")
+    loader = sb.dataio.dataloader.make_dataloader(train_data, **options)
+    steps, warmup = config["steps"], config["warmup"]
+    utterance_seconds = config["batch_size"] * config["sentence_len"]
+
+    print(f"[{system}] loader alone", flush=True)
+    held = []
+    batches = endless_batches(loader, sampler)
+    loader_times = time_loop(held.append, batches, steps, warmup, "cpu")
+    batches.close()  # shuts the workers down
+    # PaddedBatch.to moves in place: moving once keeps every memory-mode
+    # step free of the host-to-device copy, not only the repeated ones.
+    held = [batch.to(device) for batch in held]
+    result = {
+        "hparams": SYSTEMS[system],
+        "overrides": overrides,
+        "n_train_speakers": hparams.get("n_train_speakers"),
+        "embedding_rows": config["batch_size"] * config["n_views"],
+        "loader_alone": rates(loader_times, utterance_seconds),
+        "runs": {},
+    }
+    brains = {p: make_brain(hparams, device, p) for p in ("fp32", mixed)}
+    settings = [(p, loading) for p in brains for loading in LOADINGS]
+    monitors = {setting: GpuUtilisation(device) for setting in settings}
+    times = {setting: [] for setting in settings}
+    peaks = {setting: 0.0 for setting in settings}
+    # A NaN/inf loss skips backward and the optimizer step: a fast step
+    # that trains nothing, so such runs are flagged.
+    skipped = {setting: 0 for setting in settings}
+    for round_index in range(config["rounds"]):
+        # Reversing the order every other round spreads slow drifts of a
+        # shared machine over all settings.
+        order = settings[::-1] if round_index % 2 else settings
+        for precision, loading in order:
+            print(f"[{system}] round {round_index + 1}: {precision}, data "
+                  f"loading {loading}", flush=True)
+            if loading == "memory":
+                batches = itertools.cycle(held)
+            else:
+                batches = endless_batches(loader, sampler)
+            reset_peak_memory(device)
+            brain = brains[precision]
+            skipped_before = brain.nonfinite_skipped
+            times[precision, loading] += time_loop(
+                brain.fit_batch, batches, steps, warmup, device,
+                monitors[precision, loading])
+            skipped[precision, loading] += (brain.nonfinite_skipped
+                                            - skipped_before)
+            if loading == "loader":
+                batches.close()
+            peaks[precision, loading] = max(peaks[precision, loading],
+                                            peak_memory_mib(device))
+    for precision, loading in settings:
+        result["runs"][f"{precision}/{loading}"] = {
+            "precision": precision,
+            "loading": loading,
+            **rates(times[precision, loading], utterance_seconds),
+            "gpu_utilisation": monitors[precision, loading].summary(),
+            "peak_memory_mib": peaks[precision, loading],
+            "nonfinite_skipped": skipped[precision, loading],
+        }
+    del brains
+    result.update(system_ratios(result["runs"], result["loader_alone"],
+                                mixed))
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def targets(report):
+    """The issue's GPU targets, checked per system (None on CPU).
+
+    Example
+    -------
+    >>> system = {"mixed_speedup": {"memory": 1.7, "loader": 1.4},
+    ...           "loader_headroom": {"fp32": 3.0, "fp16": 1.8}}
+    >>> targets({"config": {"device": "cuda"}, "systems": {"a": system}})
+    {'a': {'mixed_at_least_1.5x': False, 'loading_never_the_bound': True}}
+    """
+    if torch.device(report["config"]["device"]).type != "cuda":
+        return None
+    return {
+        name: {
+            f"mixed_at_least_{MIN_MIXED_SPEEDUP}x": min(
+                system["mixed_speedup"].values()) >= MIN_MIXED_SPEEDUP,
+            "loading_never_the_bound": min(
+                system["loader_headroom"].values()) >= MIN_LOADER_HEADROOM,
+        }
+        for name, system in report["systems"].items()
+    }
+
+
+def markdown_table(report):
+    """One row per system, precision and loading, and the loader alone.
+
+    Arguments
+    ---------
+    report : dict
+        With ``config``, ``batch`` and ``systems`` as :func:`main` makes.
+
+    Returns
+    -------
+    str
+        Markdown: the table, then the batch and what the columns mean.
+    """
+    lines = [
+        "| system | precision | data loading | step ms, median [IQR] "
+        "| steps/s | utt-s/s | mixed/fp32 speed-up | loading on/off time "
+        "| GPU util % | peak MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, system in report["systems"].items():
+        alone = system["loader_alone"]
+        for run in system["runs"].values():
+            precision, loading = run["precision"], run["loading"]
+            util = run["gpu_utilisation"]
+            util = f"{util['mean']:.0f}" if util else "n/a"
+            speedup = (f"{system['mixed_speedup'][loading]:.2f}x"
+                       if precision != "fp32" else "-")
+            slowdown = (f"{system['loading_slowdown'][precision]:.2f}"
+                        if loading == "loader" else "-")
+            if run["nonfinite_skipped"]:
+                loading += f" ({run['nonfinite_skipped']} NaN/inf skipped)"
+            lines.append(
+                f"| {name} | {precision} | {loading} "
+                f"| {1000 * run['summary']['median']:.0f} "
+                f"[{1000 * run['summary']['iqr']:.0f}] "
+                f"| {run['steps_per_second']:.2f} "
+                f"| {run['utterance_seconds_per_second']:.1f} "
+                f"| {speedup} | {slowdown} "
+                f"| {util} "
+                f"| {run['peak_memory_mib']:.0f} |"
+            )
+        headroom = ", ".join(
+            f"{p} {h:.1f}x ({system['bound'][p]}-bound)"
+            for p, h in system["loader_headroom"].items()
+        )
+        lines.append(
+            f"| {name} | - | loader alone "
+            f"| {1000 * alone['summary']['median']:.0f} "
+            f"[{1000 * alone['summary']['iqr']:.0f}] "
+            f"| {alone['steps_per_second']:.2f} batches/s "
+            f"| {alone['utterance_seconds_per_second']:.1f} "
+            f"| - | headroom: {headroom} | - | - |"
+        )
+    batch, config = report["batch"], report["config"]
+    lines += [
+        "",
+        f"Every step: {batch['clean_crops']} clean crops x "
+        f"{batch['crop_seconds']} s ({batch['utterance_seconds_per_step']} "
+        f"utterance-seconds, the utt-s/s numerator) in {batch['n_views']} "
+        f"views each; AAM-SupCon as P x K = {batch['pk'][0]} x "
+        f"{batch['pk'][1]}. ECAPA-TDNN channels {config['channels']}, "
+        f"embedding {config['emb_dim']}; device {config['device']}, "
+        f"{config['threads'] or 'default'} torch thread(s), "
+        f"{config['num_workers']} loader worker(s); "
+        f"{config['rounds']} round(s) of {config['steps']} timed steps "
+        f"after {config['warmup']} warm-up per row (loader alone: one). "
+        "Mixed/fp32: fp32 median step / mixed median step. "
+        "Loading on/off: median step with the DataLoader / with batches "
+        "in memory. Headroom: loader-alone batches/s / compute steps/s "
+        "(< 1: loading bounds training).",
+    ]
+    return "\n".join(lines)
+
+
+def markdown_report(report):
+    """The table with the machine and the command that made it.
+
+    Arguments
+    ---------
+    report : dict
+        As :func:`main` returns it (with ``table`` and ``command``).
+
+    Returns
+    -------
+    str
+        Markdown.
+    """
+    machine = report["machine"]
+    device = machine["device"]
+    if "gpu" in machine:
+        device += f" ({machine['gpu']})"
+    return (
+        f"# Training throughput\n\n{report['table']}\n\n"
+        f"Machine: {machine['platform']}, {machine['processor']}, "
+        f"{machine['cpu_count']} CPUs, torch {machine['torch']}, device "
+        f"{device}.\n\nRegenerate with:\n\n    {report['command']}\n"
+    )
+
+
+def parse_args(argv=None):
+    """Command-line options (model and batch default to the recipe's)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Run from the repository root::")[1],
+    )
+    parser.add_argument("--data_folder", default=None,
+                        help="corpus root; default (with --quick): a "
+                             "generated CN-Celeb-like corpus in --work")
+    parser.add_argument("--data_format", default=None,
+                        choices=["folder", "cnceleb"],
+                        help="default: folder for --data_folder, cnceleb "
+                             "for the generated corpus")
+    parser.add_argument("--out", default="results/bench/throughput.json")
+    parser.add_argument("--work", default=None,
+                        help="prepared data and run folders (default: "
+                             "<out without .json>_work)")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS),
+                        choices=list(SYSTEMS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cuda_mixed", default="fp16",
+                        choices=["fp16", "bf16"],
+                        help="mixed precision on CUDA (CPU: always bf16)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny model, few steps (smoke test)")
+    parser.add_argument("--seed", type=int, default=1986)
+    parser.add_argument("--n_test_speakers", type=int, default=2,
+                        help="speakers a folder corpus holds out for trials")
+    parser.add_argument("--n_valid_speakers", type=int, default=2)
+    for key, value in DEFAULT.items():
+        help_text = f"default {value} ({QUICK[key]} with --quick)"
+        if isinstance(value, list):
+            parser.add_argument(f"--{key}", type=type(value[0]),
+                                nargs=len(value), default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(f"--{key}", type=type(value), default=None,
+                                help=help_text)
+    return parser.parse_args(argv)
+
+
+def build_config(args):
+    """Defaults (or --quick's), then the options given."""
+    config = dict(QUICK if args.quick else DEFAULT)
+    for key in DEFAULT:
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    data_format = args.data_format or (
+        "folder" if args.data_folder else "cnceleb")
+    prepare_options = {"valid_ratio": args.n_valid_speakers,
+                       "seed": 1234}
+    if data_format == "folder":
+        prepare_options["n_test_speakers"] = args.n_test_speakers
+    config.update(
+        device=args.device,
+        threads=args.threads,
+        seed=args.seed,
+        data_format=data_format,
+        prepare_options=prepare_options,
+        systems=args.systems,
+        quick=args.quick,
+    )
+    return config
+
+
+def demo_corpus(folder):
+    """Generates (once) a small CN-Celeb-like corpus; returns its root."""
+    from speechbrain_ext.data.demo_corpus import generate_demo_corpus
+
+    root = os.path.join(folder, "CN-Celeb_flac")
+    if not os.path.isfile(os.path.join(root, "dev", "dev.lst")):
+        generate_demo_corpus(root, n_train_speakers=6, n_eval_speakers=2,
+                             utts_per_speaker=8, n_test_per_eval_speaker=2,
+                             seed=7)
+    return root
+
+
+def main(argv=None):
+    """Runs the benchmark, prints the table, writes JSON and markdown."""
+    args = parse_args(argv)
+    config = build_config(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.data_folder is None and not args.quick:
+        raise ValueError("--data_folder is required without --quick")
+    work = os.path.abspath(
+        args.work or os.path.splitext(args.out)[0] + "_work")
+    data_folder = os.path.abspath(args.data_folder or demo_corpus(work))
+    paths = {"data_folder": data_folder, "out": work,
+             "prep_folder": os.path.join(work, "prepared")}
+    mixed = mixed_precision_name(args.device, args.cuda_mixed)
+    batch = config["batch_size"]
+    k = config["n_utts_per_speaker"]
+    report = {
+        "config": {**config, "data_folder": data_folder,
+                   "mixed_precision": mixed},
+        "machine": machine_info(args.device),
+        "batch": {
+            "clean_crops": batch,
+            "crop_seconds": config["sentence_len"],
+            "n_views": config["n_views"],
+            "utterance_seconds_per_step": batch * config["sentence_len"],
+            "pk": [batch // k, k],
+        },
+        "systems": {},
+    }
+    for system in args.systems:
+        overrides = system_overrides(system, config, paths)
+        report["systems"][system] = benchmark_system(
+            system, overrides, config, args.device, mixed)
+    report["targets"] = targets(report)
+    write_report(report, markdown_table, args.out, "bench.throughput",
+                 sys.argv[1:] if argv is None else argv)
+    with open(os.path.splitext(args.out)[0] + ".md", "w",
+              encoding="utf-8") as fout:
+        fout.write(markdown_report(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
