@@ -39,3 +39,16 @@ def run_recipe(script, *args, timeout=600, env=None):
         process.stdout[-3000:] + process.stderr[-3000:]
     )
     return process.stdout
+
+
+def train_args(corpus, out, hparams="hparams/aam_softmax.yaml", epochs=2,
+               prep_folder=None):
+    """Command line of a tiny training run (preparation in ``out``)."""
+    return [
+        hparams,
+        f"--data_folder={corpus}",
+        f"--output_folder={out}",
+        f"--prep_folder={prep_folder or out + '/prepared'}",
+        f"--number_of_epochs={epochs}",
+        *TINY,
+    ]

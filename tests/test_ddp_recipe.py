@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 import yaml
-from recipe_helpers import RECIPE, TINY  # noqa: E402
+from recipe_helpers import RECIPE, train_args  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available()
@@ -72,23 +72,11 @@ def check_run(out, output, epochs, tmp_path):
     )
 
 
-def run_args(corpus, out, hparams, epochs):
-    """A tiny run's command line."""
-    return [
-        hparams,
-        f"--data_folder={corpus}",
-        f"--output_folder={out}",
-        f"--prep_folder={out}/prepared",
-        f"--number_of_epochs={epochs}",
-        *TINY,
-    ]
-
-
 def test_torchrun_aamsupcon_splits_pk_batches(corpus, tmp_path):
     """The hybrid AAM-SupCon: whole P x K batches per rank, gathered loss."""
     out, epochs = str(tmp_path / "ddp"), 2
     output = torchrun([
-        *run_args(corpus, out, "hparams/aamsupcon.yaml", epochs),
+        *train_args(corpus, out, "hparams/aamsupcon.yaml", epochs),
         "--n_speakers_per_batch=2",
         "--n_utts_per_speaker=2",
     ])
@@ -106,5 +94,5 @@ def test_torchrun_aamsupcon_splits_pk_batches(corpus, tmp_path):
 def test_torchrun_csc(corpus, tmp_path):
     """Self-supervised CSC: separation head and aggregator through DDP."""
     out = str(tmp_path / "ddp_csc")
-    output = torchrun(run_args(corpus, out, "hparams/csc.yaml", 1))
+    output = torchrun(train_args(corpus, out, "hparams/csc.yaml", 1))
     check_run(out, output, 1, tmp_path)

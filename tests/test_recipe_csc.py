@@ -13,9 +13,7 @@ import sys
 import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from recipe_helpers import RECIPE, TINY, run_recipe  # noqa: E402
-
-SSL_TINY = [*TINY, "--n_views=2"]
+from recipe_helpers import RECIPE, TINY, run_recipe, train_args  # noqa: E402
 
 
 def strip_column(path, column):
@@ -62,15 +60,8 @@ def unlabelled_prep(corpus, tmp_path_factory):
 
 
 def ssl_args(corpus, prep, out, hparams):
-    """Command line of a one-epoch self-supervised run."""
-    return [
-        hparams,
-        f"--data_folder={corpus}",
-        f"--output_folder={out}",
-        f"--prep_folder={prep}",
-        "--number_of_epochs=1",
-        *SSL_TINY,
-    ]
+    """Command line of a one-epoch self-supervised run on ``prep``."""
+    return [*train_args(corpus, out, hparams, 1, prep), "--n_views=2"]
 
 
 def test_supervised_run_needs_the_labels_it_lost(

@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 import yaml
-from recipe_helpers import RECIPE, TINY, run_recipe  # noqa: E402
+from recipe_helpers import RECIPE, run_recipe, train_args  # noqa: E402
 
 
 def finished_checkpoints(save_folder):
@@ -34,18 +34,6 @@ def brain_steps(save_folder):
         with open(os.path.join(folder, "brain.ckpt")) as fin:  # Brain: YAML
             steps.append(yaml.safe_load(fin)["optimizer_step"])
     return max(steps)
-
-
-def train_args(corpus, out, hparams="hparams/aam_softmax.yaml", epochs=2):
-    """Command-line for a tiny training run."""
-    return [
-        hparams,
-        f"--data_folder={corpus}",
-        f"--output_folder={out}",
-        f"--prep_folder={out}/prepared",
-        f"--number_of_epochs={epochs}",
-        *TINY,
-    ]
 
 
 def test_train_export_load_verify(corpus, tmp_path):

@@ -6,8 +6,9 @@
   z/t/s/AS-norm with one cohort pass per utterance;
 - :mod:`~speechbrain_ext.scoring.trials`: trial lists matched to embeddings
   by utterance stem;
-- :mod:`~speechbrain_ext.scoring.plots`: DET curves and score histograms
-  (imported from there, so that scoring does not load matplotlib).
+- :mod:`~speechbrain_ext.scoring.plots`: DET curves, score histograms and
+  EER-vs-SIR curves (imported from there, so that scoring does not load
+  matplotlib).
 
 Example
 -------
