@@ -158,3 +158,15 @@ def test_contrastive_objectives_train_and_export(
         1,
         32,
     )
+
+
+def test_unwritable_output_folder_fails_at_start(corpus, tmp_path):
+    """An output folder that cannot be created fails before preparation."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = str(blocker / "run")
+    with pytest.raises(AssertionError) as failure:
+        run_recipe("train.py", *train_args(corpus, out, epochs=1))
+    assert f"cannot write to output folder {out}" in str(failure.value)
+    assert "choose another --output_folder" in str(failure.value)
+    assert not (tmp_path / "prepared").exists()

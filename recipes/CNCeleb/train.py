@@ -413,12 +413,31 @@ def size_classifier(hparams_file, overrides, hparams):
         return load_hyperpyyaml(fin, overrides)
 
 
+def load_hparams(hparams_file, overrides):
+    """Loads the hparams, naming the folder if one cannot be created.
+
+    Building the hparams already creates folders (the checkpointer's, the
+    log's), so an unwritable ``output_folder`` fails here, before anything
+    else runs.
+    """
+    try:
+        with open(hparams_file, encoding="utf-8") as fin:
+            return load_hyperpyyaml(fin, overrides)
+    except OSError as error:
+        if error.filename is None or error.filename == hparams_file:
+            raise
+        raise type(error)(
+            error.errno,
+            f"cannot write to output folder {error.filename} named by "
+            f"{hparams_file} ({error.strerror}): fix its permissions or "
+            "choose another --output_folder",
+        ) from error
+
+
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-
+    hparams = load_hparams(hparams_file, overrides)
     # A read-only or full disk fails now, not at the first checkpoint.
     check_writable(hparams["output_folder"])
     sb.create_experiment_directory(
