@@ -219,6 +219,11 @@ class SeparativeCodingTask(EmbeddingTask):
     memory : str
         What the aggregator attends to: ``"frames"`` (the other views'
         trunk frames, default) or ``"embeddings"`` (their z).
+    segments : int
+        1 (default): the views are ``views.n_views`` interfered copies of
+        the whole crop, as in the paper. S >= 2: the crop is cut into S
+        consecutive segments, each interfered once (``views.n_views``
+        must be 1), so the views share the speaker but not the words.
 
     Example
     -------
@@ -247,18 +252,47 @@ class SeparativeCodingTask(EmbeddingTask):
 
     MEMORIES = ("frames", "embeddings")
 
-    def __init__(self, views, memory="frames"):
+    def __init__(self, views, memory="frames", segments=1):
         if memory not in self.MEMORIES:
             raise ValueError(
                 f"memory must be one of {self.MEMORIES}, got {memory!r}"
             )
-        if getattr(views, "n_views", 0) < 2:
+        n_copies = getattr(views, "n_views", 0)
+        if segments > 1 and n_copies != 1:
             raise ValueError(
-                "CSC aggregates the *other* views of a crop: n_views must "
-                f"be at least 2, got {getattr(views, 'n_views', None)}"
+                f"with segments={segments} each segment is one view: the "
+                f"views' n_views must be 1, got {n_copies}"
+            )
+        if max(segments, n_copies) < 2:
+            raise ValueError(
+                "CSC aggregates the *other* views of a crop: n_views (or "
+                f"segments) must be at least 2, got {n_copies}"
             )
         self.views = views
         self.memory = memory
+        self.segments = segments
+
+    @property
+    def n_views(self):
+        """Views per target: the interfered copies, or the segments."""
+        return max(self.segments, self.views.n_views)
+
+    def _split(self, wavs, lens):
+        """Cuts each crop into ``segments`` consecutive parts, view-major.
+
+        The views of a target then share its speaker (and channel) but not
+        its words, so the mutual information cannot be earned by encoding
+        what is said.
+        """
+        batch, n_samples = wavs.shape
+        length = n_samples // self.segments
+        parts = wavs[:, : self.segments * length]
+        parts = parts.reshape(batch, self.segments, length).transpose(0, 1)
+        # Valid share of each segment (training crops are full: all 1).
+        offsets = torch.arange(self.segments, device=wavs.device) * length
+        valid = lens[None, :] * n_samples - offsets[:, None]
+        part_lens = (valid / length).clamp(min=1.0 / length, max=1.0)
+        return parts.reshape(-1, length), part_lens.reshape(-1)
 
     def forward(self, modules, wavs, lens):
         """Returns z, g, the separation estimate and target, and lengths."""
@@ -267,15 +301,18 @@ class SeparativeCodingTask(EmbeddingTask):
                 "CSC needs mean_var_norm with std_norm: False: the clean "
                 "target can take the mixture's mean shift, not its scaling"
             )
-        n_views = self.views.n_views
+        n_views = self.n_views
+        if self.segments > 1:
+            wavs, lens = self._split(wavs, lens)
         mixed, view_lens, clean = _float32_views(self.views, wavs, lens)
+        # One clean target per view row (repeated for interfered copies).
+        clean = clean.repeat(len(mixed) // len(clean), 1)
         feats = modules.compute_features(mixed)
         normalised = modules.mean_var_norm(feats, view_lens)
         # A per-utterance shift commutes with the mask's additive dB gain,
         # so the clean target takes the mixture's shift, not its own.
         shift = feats - normalised
-        clean_feats = modules.compute_features(clean).repeat(n_views, 1, 1)
-        target = clean_feats - shift
+        target = modules.compute_features(clean) - shift
         heads = modules.embedding_model(normalised, view_lens, separate=True)
         z = heads["embedding"].squeeze(1)
         queries = unstack_views(z, n_views)
