@@ -6,6 +6,7 @@ fails them: this is the check that their pipeline never loads labels.
 """
 
 import csv
+import json
 import os
 import shutil
 import sys
@@ -140,6 +141,13 @@ def test_csc_pretrain_finetune_export_verify(corpus, unlabelled_prep, tmp_path):
         f"--model={export}",
         f"--data_folder={corpus}",
         f"--prep_folder={finetune_prep}",
+        f"--output_folder={tmp_path / 'verify'}",
+        "--conditions", "clean", "sir0",
         "--no_plots",
     )
-    assert "EER" in output
+    with open(tmp_path / "verify" / "summary.json") as fin:
+        summary = json.load(fin)["results"]
+    clean = [row for name, row in summary.items() if "@" not in name]
+    interfered = [row for name, row in summary.items() if "@sir0" in name]
+    assert len(clean) == len(interfered) >= 1
+    assert "sir0" in output
