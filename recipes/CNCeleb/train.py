@@ -86,9 +86,7 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
         labels = None
         if self.hparams.task.needs_speaker_labels:
             labels, _ = batch.spk_id_encoded
-        loss = self.hparams.task.loss(self.modules, outputs, labels)
-        self._accumulate_terms()
-        return loss
+        return self.hparams.task.loss(self.modules, outputs, labels)
 
     def _wrap_distributed(self):
         """Wraps trainable modules in DDP; on CPUs without SyncBatchNorm.
@@ -157,11 +155,16 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
             )
         raise NonFiniteLoss
 
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Counts the terms of a trained batch (never of a skipped one)."""
+        self._accumulate_terms()
+
     def _accumulate_terms(self):
         """Keeps running sums of a hybrid objective's separate terms."""
         # hparams hold the objective itself; modules may hold a DDP wrapper.
         objective = getattr(self.hparams, "objective", None)
-        terms = getattr(objective, "last_terms", None) or {}
+        # Detached tensors: summed on the device, read once per stage.
+        terms = getattr(objective, "last_term_tensors", None) or {}
         for name, value in terms.items():
             self.term_sums[name] = self.term_sums.get(name, 0.0) + value
         self.term_count += 1 if terms else 0
@@ -179,7 +182,9 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
             if self.nonfinite_skipped:
                 self.train_stats["nonfinite_skipped"] = self.nonfinite_skipped
             for name, total in self.term_sums.items():
-                self.train_stats[f"loss_{name}"] = total / self.term_count
+                self.train_stats[f"loss_{name}"] = (
+                    float(total) / self.term_count
+                )
             return
         stats = self._validation_eer()
         if stage == sb.Stage.VALID:

@@ -23,6 +23,7 @@ from speechbrain_ext.distributed import (
     gather_with_grad,
     scale_gradient_by_world_size,
 )
+from speechbrain_ext.losses.terms import LoggedTerms
 
 __all__ = ["CSCLoss", "gaussian_mutual_information"]
 
@@ -123,7 +124,7 @@ def gaussian_mutual_information(z, g, shrinkage=0.1, eps=1e-6):
     )
 
 
-class CSCLoss(torch.nn.Module):
+class CSCLoss(LoggedTerms, torch.nn.Module):
     """Negative-free CSC objective: -I_G(z; g) + beta * separation loss.
 
     ``z`` holds each view's own representation and ``g`` the global
@@ -177,7 +178,8 @@ class CSCLoss(torch.nn.Module):
     last_terms : dict
         ``"mi"`` (nats; of the global batch with ``gather_distributed``)
         and, when an estimate was given, ``"separation"`` of the last
-        call, as floats for logging.
+        call, as floats for logging (``last_term_tensors``: detached
+        tensors, read without a device sync).
 
     Example
     -------
@@ -224,7 +226,6 @@ class CSCLoss(torch.nn.Module):
         self.normalize = normalize
         self.eps = float(eps)
         self.gather_distributed = gather_distributed
-        self.last_terms = {}
 
     def mutual_information(self, z, g):
         """Returns the Gaussian MI estimate (nats) of paired rows.
@@ -323,10 +324,10 @@ class CSCLoss(torch.nn.Module):
         loss = -mutual_information
         if self.gather_distributed:
             loss = scale_gradient_by_world_size(loss)
-        terms = {"mi": mutual_information.detach().item()}
+        terms = {"mi": mutual_information.detach()}
         if estimate is not None:
             separation = self.separation_loss(estimate, target, lengths)
-            terms["separation"] = separation.detach().item()
+            terms["separation"] = separation.detach()
             loss = loss + self.beta * separation
-        self.last_terms = terms
+        self.last_term_tensors = terms
         return loss

@@ -12,10 +12,12 @@ Authors
 
 import torch
 
+from speechbrain_ext.losses.terms import LoggedTerms
+
 __all__ = ["WeightedLossSum"]
 
 
-class WeightedLossSum(torch.nn.Module):
+class WeightedLossSum(LoggedTerms, torch.nn.Module):
     """Computes L = sum_k w_k * L_k(embeddings, labels).
 
     Every term is computed, even with weight 0, so that each parameter
@@ -36,7 +38,8 @@ class WeightedLossSum(torch.nn.Module):
     ----------
     last_terms : dict
         Name -> unweighted value (float) of each term in the last call,
-        for logging.
+        for logging (``last_term_tensors``: the same as detached tensors,
+        read without a device sync).
 
     Example
     -------
@@ -70,7 +73,6 @@ class WeightedLossSum(torch.nn.Module):
             )
         self.losses = torch.nn.ModuleDict(losses)
         self.weights = {name: float(weights[name]) for name in losses}
-        self.last_terms = {}
 
     def forward(self, embeddings, labels):
         """Computes the weighted sum of the terms on one batch.
@@ -91,7 +93,7 @@ class WeightedLossSum(torch.nn.Module):
         terms = {}
         for name, loss in self.losses.items():
             value = loss(embeddings, labels)
-            terms[name] = value.detach().item()
+            terms[name] = value.detach()
             total = total + self.weights[name] * value
-        self.last_terms = terms
+        self.last_term_tensors = terms
         return total
