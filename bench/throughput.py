@@ -259,18 +259,12 @@ def load_system(system, overrides):
         The recipe's training DataLoader options.
     """
     train = recipe_module("train")
-    prepare = recipe_module("cnceleb_prepare")
     hparams_file = os.path.join(RECIPE, "hparams", SYSTEMS[system])
     overrides_yaml = yaml.safe_dump(overrides)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides_yaml)
     os.makedirs(hparams["save_folder"], exist_ok=True)
-    prepare.prepare_data(
-        data_format=hparams["data_format"],
-        data_folder=hparams["data_folder"],
-        save_folder=hparams["prep_folder"],
-        **hparams["prepare_options"],
-    )
+    train.prepare_corpus(hparams)
     train.prepare_augmentation_sources(hparams)
     hparams = train.size_classifier(hparams_file, overrides_yaml, hparams)
     train_data, _, _ = train.dataio_prep(hparams)

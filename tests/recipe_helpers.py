@@ -10,6 +10,15 @@ RECIPE = os.path.join(
     "CNCeleb",
 )
 
+# The tiny generated corpus of the recipe tests (9 speakers, CN-Celeb layout).
+TINY_CORPUS = {
+    "n_train_speakers": 6,
+    "n_eval_speakers": 3,
+    "utts_per_speaker": 8,
+    "n_test_per_eval_speaker": 3,
+    "seed": 7,
+}
+
 # A tiny ECAPA-TDNN and short crops: a recipe epoch on the test corpus takes
 # seconds on one CPU core.
 TINY = [

@@ -29,20 +29,15 @@ def strip_column(path, column):
 
 
 def prepare_like_train(hparams_file, overrides):
-    """Runs the data preparation exactly as train.py calls it."""
+    """Runs the data preparation with train.py's own function."""
     sys.path.insert(0, RECIPE)
     try:
-        from cnceleb_prepare import prepare_data
+        from train import prepare_corpus
     finally:
         sys.path.remove(RECIPE)
     with open(os.path.join(RECIPE, hparams_file), encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
-    prepare_data(
-        data_format=hparams["data_format"],
-        data_folder=hparams["data_folder"],
-        save_folder=hparams["prep_folder"],
-        **hparams["prepare_options"],
-    )
+    prepare_corpus(hparams)
     return hparams["prep_folder"]
 
 

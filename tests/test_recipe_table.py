@@ -25,6 +25,7 @@ import subprocess
 import sys
 
 import pytest
+from recipe_helpers import TINY_CORPUS  # noqa: E402
 
 from speechbrain_ext.data.demo_corpus import generate_demo_corpus
 
@@ -47,14 +48,6 @@ HEADER = [
 # (corpus and prepared manifests) must stay in.
 TMP = os.path.join("tests", "tmp")
 DATA_ROOT = os.path.join(TMP, "CNCeleb")
-# The corpus of tests/conftest.py: 6 training and 3 evaluation speakers.
-CORPUS_OPTIONS = {
-    "n_train_speakers": 6,
-    "n_eval_speakers": 3,
-    "utts_per_speaker": 8,
-    "n_test_per_eval_speaker": 3,
-    "seed": 7,
-}
 ROW_TIMEOUT_S = 600
 
 
@@ -135,7 +128,7 @@ def run_row():
     assert len(data_folders) == 1, f"rows disagree on data: {data_folders}"
     remove_outputs()
     generate_demo_corpus(
-        os.path.join(REPO, data_folders.pop()), **CORPUS_OPTIONS
+        os.path.join(REPO, data_folders.pop()), **TINY_CORPUS
     )
     finished = {}
 

@@ -383,6 +383,28 @@ def train_loader_options(hparams, train_data):
     return options
 
 
+def prepare_corpus(hparams):
+    """Prepares the corpus the hparams name, on the main process only.
+
+    Skipped when ``prep_folder`` already holds a preparation with the same
+    options (see ``cnceleb_prepare``).
+    """
+    recipe_folder = os.path.dirname(os.path.abspath(__file__))
+    if recipe_folder not in sys.path:
+        sys.path.insert(0, recipe_folder)
+    from cnceleb_prepare import prepare_data
+
+    run_on_main(
+        prepare_data,
+        kwargs={
+            "data_format": hparams["data_format"],
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["prep_folder"],
+            **hparams["prepare_options"],
+        },
+    )
+
+
 def prepare_augmentation_sources(hparams):
     """Generates noise and simulated RIRs unless their CSVs already exist."""
     for csv_key, prepare_key in (
@@ -450,18 +472,7 @@ if __name__ == "__main__":
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from cnceleb_prepare import prepare_data  # noqa: E402
-
-    run_on_main(
-        prepare_data,
-        kwargs={
-            "data_format": hparams["data_format"],
-            "data_folder": hparams["data_folder"],
-            "save_folder": hparams["prep_folder"],
-            **hparams["prepare_options"],
-        },
-    )
+    prepare_corpus(hparams)
     prepare_augmentation_sources(hparams)
     hparams = size_classifier(hparams_file, overrides, hparams)
 

@@ -130,23 +130,21 @@ def evaluation_sets(prep_folder, enrol_mode):
     return eval_csv, eval_csv
 
 
-def corruptors_by_condition(args, test_csv, replacements, output):
+def corruptors_by_condition(args, test_rows, replacements, output):
     """One :class:`Corruptor` per condition (None for clean)."""
     conditions = args.conditions
     interferers = noises = None
     if any(c.sir_db is not None for c in conditions):
-        interferers = read_manifest(
-            args.interferer_csv or test_csv, replacements
-        )
+        interferers = test_rows
+        if args.interferer_csv:
+            interferers = read_manifest(args.interferer_csv, replacements)
     if any(c.snr_db is not None for c in conditions):
         noise_csv = args.noise_csv or generate_noise_bank(
             os.path.join(output, "noise")
         )
         noises = load_waveform_bank(noise_csv, replacements)
     speakers = {
-        row["ID"]: row["spk_id"]
-        for row in read_manifest(test_csv, replacements)
-        if row.get("spk_id")
+        row["ID"]: row["spk_id"] for row in test_rows if row.get("spk_id")
     }
     return {
         condition.name: None if condition.is_clean else Corruptor(
@@ -192,16 +190,16 @@ def main(argv=None):
     corruptors = None
     for mode in args.enrol_mode:
         enrol_csv, test_csv = evaluation_sets(args.prep_folder, mode)
-        if corruptors is None:  # the test side is the same for every mode
-            corruptors = corruptors_by_condition(
-                args, test_csv, replacements, output
-            )
         enrol_mode = mode if enrol_csv != test_csv else "utterance"
         scoring = enrol_mode
         if args.score_norm != "none":
             scoring += f"+{args.score_norm}"
         enrol_rows = read_manifest(enrol_csv, replacements)
         test_rows = read_manifest(test_csv, replacements)
+        if corruptors is None:  # the test side is the same for every mode
+            corruptors = corruptors_by_condition(
+                args, test_rows, replacements, output
+            )
         for condition in args.conditions:
             result = verify_trials(
                 encoder,
