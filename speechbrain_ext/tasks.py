@@ -160,7 +160,8 @@ class ViewContrastTask(EmbeddingTask):
     ---------
     views : callable
         ``(wavs, lens) -> (views, view_lens, ...)`` in view-major order,
-        with an ``n_views`` attribute.
+        with a ``group_ids(batch_size, device)`` method, e.g.
+        :class:`~speechbrain_ext.augment.InterferedViews`.
 
     Example
     -------
@@ -175,8 +176,7 @@ class ViewContrastTask(EmbeddingTask):
 
     def group_ids(self, batch_size, device=None):
         """Group id of every view row: the index of its source utterance."""
-        ids = torch.arange(batch_size, device=device)
-        return ids.repeat(self.views.n_views)
+        return self.views.group_ids(batch_size, device)
 
     def forward(self, modules, wavs, lens):
         """Returns the views' embeddings and their group ids."""
