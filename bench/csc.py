@@ -57,9 +57,10 @@ from speechbrain_ext.verification import (
 )
 
 SYSTEMS = ("csc", "simclr", "csc_finetune", "aam_softmax")
-# Opt-in variant: CSC whose two views are the two halves of a crop twice as
-# long (same samples per step), so they share the speaker but not the words.
-VARIANTS = ("csc_segments", "csc_segments_finetune")
+# Opt-in variants: CSC whose two views are the two halves of a crop twice as
+# long (same samples per step), so they share the speaker but not the words;
+# and AAM-softmax trained for (c)'s fine-tuning epochs alone (equal labels).
+VARIANTS = ("csc_segments", "csc_segments_finetune", "aam_softmax_labelled")
 LABELS = {
     "csc": "(a) CSC, self-supervised",
     "simclr": "(b) SimCLR, self-supervised",
@@ -67,6 +68,7 @@ LABELS = {
     "aam_softmax": "(d) AAM-softmax, supervised",
     "csc_segments": "(a') CSC, views = crop halves",
     "csc_segments_finetune": "(c') CSC (crop halves) + fine-tuning",
+    "aam_softmax_labelled": "(d') AAM-softmax, fine-tuning epochs only",
 }
 CONDITIONS_RECORD = "bench_conditions.json"
 
@@ -111,6 +113,8 @@ def system_plan(system, seed, args, out):
                 {"pretrained_encoder": pretrained})
     if system == "aam_softmax":
         return system, args.ssl_epochs + args.finetune_epochs, {}
+    if system == "aam_softmax_labelled":  # (c)'s labelled budget alone
+        return "aam_softmax", args.finetune_epochs, {}
     raise ValueError(
         f"unknown system {system!r}; expected one of {SYSTEMS + VARIANTS}"
     )
