@@ -1,39 +1,50 @@
 """Benchmark: CSC against SimCLR and supervised training, clean and interfered.
 
-On a ``<speaker>/<utt>`` corpus (the shared real-speech data ``speakers/``),
-prepared once exactly as :mod:`bench.objectives` does (same split, same
-text-independent trials, same noise and RIR banks), four systems are
-trained with ``recipes/CNCeleb/train.py`` at an equal budget of training
-epochs, same model, crops and batch:
+On a ``<speaker>/<utt>`` corpus (the shared real-speech data ``speakers/``,
+250 speakers), prepared once as :mod:`bench.objectives` does (a
+speaker-disjoint split, text-independent trials, the same noise and RIR
+banks), six systems are trained with ``recipes/CNCeleb/train.py``, same
+model, crops and batch:
 
-- ``csc``: ``hparams/csc.yaml``, self-supervised for ``--ssl_epochs``
+- ``csc`` (a): ``hparams/csc.yaml``, self-supervised for ``--ssl_epochs``
   (no speaker label read);
-- ``simclr``: ``hparams/simclr.yaml`` on the same interfered views, for
-  ``--ssl_epochs`` (the negative-sampling alternative);
-- ``csc_finetune``: the ``csc`` export fine-tuned with AAM-softmax
+- ``simclr`` (b): ``hparams/simclr.yaml`` on the same interfered views
+  (the negative-sampling alternative), for ``--ssl_epochs``;
+- ``csc_finetune`` (c): the ``csc`` export fine-tuned with AAM-softmax
   (``hparams/csc_finetune.yaml``) for ``--finetune_epochs``;
-- ``aam_softmax``: the supervised baseline (``hparams/aam_softmax.yaml``)
-  for ``--ssl_epochs + --finetune_epochs``, i.e. as many epochs as
-  ``csc_finetune`` used in all.
+- ``aam_softmax_labelled`` (d): AAM-softmax (``hparams/aam_softmax.yaml``)
+  for ``--finetune_epochs``, the labelled budget of (c);
+- ``aam_softmax_csc`` (e): AAM-softmax + CSC as an auxiliary loss
+  (``hparams/aam_softmax_csc.yaml``) for ``--ssl_epochs +
+  --finetune_epochs``;
+- ``aam_softmax`` (f): the same file with ``csc_weight=0``: AAM-softmax
+  alone on exactly the same views, model and epochs as (e).
 
 Each export is scored on the trials by cosine with the test side clean and
 corrupted by an interfering talker (``--conditions``, e.g. ``sir0`` is
 0 dB SIR) drawn from other test speakers, deterministically by
-``--corruption_seed`` (see :mod:`speechbrain_ext.robustness`). Results are
-mean ± std over ``--seeds``.
+``--corruption_seed`` (see :mod:`speechbrain_ext.robustness`), so every
+system is scored on the same trials and mixtures. Results are mean ± std
+over ``--seeds``; the pairs (a, b), (c, d) and (e, f) are compared per
+condition with a paired bootstrap over test speakers
+(:func:`bench.stats.paired_speaker_bootstrap`), and the validation EER of
+every epoch gives the learning curves.
 
-Writes ``<out>/csc.md``, ``<out>/csc.json`` and ``<out>/eer_vs_sir.png``.
-Finished trainings and scorings are skipped, so an interrupted benchmark
-resumes.
+Writes ``<out>/csc.md``, ``<out>/csc.json``, ``<out>/eer_vs_sir.png`` and
+``<out>/learning_curves.png``. Every (system, seed) is cached with its
+configuration (training record, per-condition scores), so an interrupted
+benchmark resumes, and seeds can run in parallel processes sharing
+``--out`` once the data is prepared (``--prepare_only`` first).
 
 Run from the repository root::
 
     python -m bench.csc --data_folder ../shared/data/speakers \\
-        --out results/bench/csc --seeds 1 2
-    # on a GPU: a bigger model and more epochs
+        --out results/bench/csc --prepare_only
     python -m bench.csc --data_folder ../shared/data/speakers \\
-        --out results/bench/csc_gpu --device cuda --ssl_epochs 10 \\
-        --finetune_epochs 10 --channels 512 512 512 512 1536
+        --out results/bench/csc --seeds 1 2 3
+    # smoke test (a corpus subset, a tiny model, one seed): ~ 5 min
+    python -m bench.csc --data_folder ../shared/data/speakers \\
+        --out /tmp/csc_quick --quick --seeds 1
 """
 
 import argparse
@@ -41,13 +52,25 @@ import json
 import os
 import time
 
+import numpy as np
 import torch
 from speechbrain.inference.speaker import EncoderClassifier
 
+from bench.corpus_subset import subset_corpus
+from bench.curves import (
+    curve_points,
+    curves_table,
+    plot_learning_curves,
+    read_learning_curve,
+)
 from bench.machine import machine_info, write_report
 from bench.objective_runs import prepare_once, run_one
-from bench.objectives import DEFAULT
-from bench.stats import format_spread, seed_summary
+from bench.stats import (
+    format_spread,
+    format_verdict,
+    paired_speaker_bootstrap,
+    seed_summary,
+)
 from speechbrain_ext.robustness import Corruptor, parse_condition
 from speechbrain_ext.scoring.plots import plot_eer_vs_sir
 from speechbrain_ext.verification import (
@@ -56,24 +79,80 @@ from speechbrain_ext.verification import (
     verify_trials,
 )
 
-SYSTEMS = ("csc", "simclr", "csc_finetune", "aam_softmax")
-# Opt-in variants: CSC whose two views are the two halves of a crop twice as
-# long (same samples per step), so they share the speaker but not the words;
-# and AAM-softmax trained for (c)'s fine-tuning epochs alone (equal labels).
-VARIANTS = ("csc_segments", "csc_segments_finetune", "aam_softmax_labelled")
+SYSTEMS = (
+    "csc",
+    "simclr",
+    "csc_finetune",
+    "aam_softmax_labelled",
+    "aam_softmax_csc",
+    "aam_softmax",
+)
 LABELS = {
     "csc": "(a) CSC, self-supervised",
     "simclr": "(b) SimCLR, self-supervised",
     "csc_finetune": "(c) CSC + AAM-softmax fine-tuning",
-    "aam_softmax": "(d) AAM-softmax, supervised",
-    "csc_segments": "(a') CSC, views = crop halves",
-    "csc_segments_finetune": "(c') CSC (crop halves) + fine-tuning",
-    "aam_softmax_labelled": "(d') AAM-softmax, fine-tuning epochs only",
+    "aam_softmax_labelled": "(d) AAM-softmax, (c)'s labelled epochs",
+    "aam_softmax_csc": "(e) AAM-softmax + CSC auxiliary",
+    "aam_softmax": "(f) AAM-softmax alone, (e)'s views",
 }
+# (system, baseline): the comparisons the benchmark exists for.
+PAIRS = (
+    ("csc", "simclr"),
+    ("csc_finetune", "aam_softmax_labelled"),
+    ("aam_softmax_csc", "aam_softmax"),
+)
 CONDITIONS_RECORD = "bench_conditions.json"
 
+# Fixed before any run (never tuned on the trials). The model and batch of
+# bench.objectives; all 250 speakers, at most 40 utterances each, so that
+# 3 seeds of the 6 systems fit in about 2 hours on 2 cores. Crops of 1 s:
+# the CSC/SimCLR views are its two 0.5 s halves (most utterances here
+# last about 1 s, so longer crops would repeat the same word in both).
+# The CSC head and teacher are scaled to the budget: K = 1024 prototypes
+# for 64-row batches, and a teacher averaging about the last 100 steps
+# (0.99) since a run lasts a few hundred steps.
+DEFAULT = {
+    "channels": [64, 64, 64, 64, 192],
+    "attention_channels": 64,
+    "emb_dim": 192,
+    "sentence_len": 1.0,
+    "embeddings_per_view": 32,
+    "n_utts_per_speaker": 2,
+    "lr": 0.002,
+    "lr_final": 0.0002,
+    "valid_max_utterances": 400,
+    "n_test_speakers": 40,
+    "n_valid_speakers": 10,
+    "max_utts_per_speaker": 40,
+    "n_speakers": None,
+    "device": "cpu",
+    "num_workers": 1,
+    "threads": 1,
+}
+CSC_HEAD = {
+    "n_prototypes": 1024,
+    "head_hidden_size": 512,
+    "head_bottleneck_size": 128,
+    "mask_channels": 64,
+    "teacher_momentum": 0.99,
+}
+QUICK = dict(
+    DEFAULT,
+    channels=[16, 16, 16, 16, 48],
+    attention_channels=16,
+    emb_dim=32,
+    embeddings_per_view=16,
+    valid_max_utterances=100,
+    n_test_speakers=6,
+    n_valid_speakers=3,
+    max_utts_per_speaker=8,
+    n_speakers=30,
+)
+QUICK_HEAD = dict(CSC_HEAD, n_prototypes=128, head_hidden_size=64,
+                  head_bottleneck_size=32, mask_channels=16)
 
-def system_plan(system, seed, args, out):
+
+def system_plan(system, seed, args, out, head=None):
     """Objective, epochs and extra overrides of one system.
 
     Arguments
@@ -86,6 +165,8 @@ def system_plan(system, seed, args, out):
         ``ssl_epochs`` and ``finetune_epochs``.
     out : str
         The benchmark folder.
+    head : dict, optional
+        CSC head and teacher overrides (:data:`CSC_HEAD` if None).
 
     Returns
     -------
@@ -95,33 +176,47 @@ def system_plan(system, seed, args, out):
     Example
     -------
     >>> args = argparse.Namespace(ssl_epochs=2, finetune_epochs=1)
-    >>> system_plan("aam_softmax", 1, args, "out")
-    ('aam_softmax', 3, {})
+    >>> system_plan("aam_softmax_labelled", 1, args, "out")
+    ('aam_softmax', 1, {})
     >>> system_plan("csc_finetune", 1, args, "out")[2]
     {'pretrained_encoder': 'out/runs/csc/1/export'}
+    >>> objective, epochs, extra = system_plan("aam_softmax", 1, args, "o")
+    >>> objective, epochs, extra["csc_weight"]
+    ('aam_softmax_csc', 3, 0.0)
     """
-    if system in ("csc", "simclr"):
-        return system, args.ssl_epochs, {}
-    if system == "csc_segments":
-        halves = {"segments": 2, "n_views": 1,
-                  "sentence_len": 2 * DEFAULT["sentence_len"]}
-        return "csc", args.ssl_epochs, halves
-    if system.endswith("_finetune"):
-        source = system[: -len("_finetune")]
-        pretrained = os.path.join(out, "runs", source, str(seed), "export")
+    head = CSC_HEAD if head is None else head
+    total = args.ssl_epochs + args.finetune_epochs
+    if system == "csc":
+        return "csc", args.ssl_epochs, dict(head)
+    if system == "simclr":
+        return "simclr", args.ssl_epochs, {}
+    if system == "csc_finetune":
+        pretrained = os.path.join(out, "runs", "csc", str(seed), "export")
         return ("csc_finetune", args.finetune_epochs,
                 {"pretrained_encoder": pretrained})
-    if system == "aam_softmax":
-        return system, args.ssl_epochs + args.finetune_epochs, {}
-    if system == "aam_softmax_labelled":  # (c)'s labelled budget alone
+    if system == "aam_softmax_labelled":
         return "aam_softmax", args.finetune_epochs, {}
-    raise ValueError(
-        f"unknown system {system!r}; expected one of {SYSTEMS + VARIANTS}"
+    if system == "aam_softmax_csc":
+        return "aam_softmax_csc", total, dict(head)
+    if system == "aam_softmax":
+        return "aam_softmax_csc", total, dict(head, csc_weight=0.0)
+    raise ValueError(f"unknown system {system!r}; expected one of {SYSTEMS}")
+
+
+def load_encoder(run_folder, device):
+    """The run's export, loaded as a user would."""
+    return EncoderClassifier.from_hparams(
+        source=os.path.abspath(os.path.join(run_folder, "export")),
+        savedir=os.path.join(run_folder, "verify", "model"),
+        run_opts={"device": device},
     )
 
 
 def score_conditions(run_folder, paths, config, conditions, seed):
     """EER/minDCF of a run's export with the test side of each condition.
+
+    Per-trial scores are kept as ``scores_<condition>.npy`` for the paired
+    tests; finished conditions are read back, not redone.
 
     Arguments
     ---------
@@ -146,14 +241,14 @@ def score_conditions(run_folder, paths, config, conditions, seed):
     if os.path.isfile(record_path):
         with open(record_path, encoding="utf-8") as fin:
             done = json.load(fin)
-    missing = [c for c in conditions if c not in done]
+    missing = [
+        name for name in conditions
+        if name not in done or not os.path.isfile(scores_path(run_folder,
+                                                              name))
+    ]
     if not missing:
         return done
-    encoder = EncoderClassifier.from_hparams(
-        source=os.path.abspath(os.path.join(run_folder, "export")),
-        savedir=os.path.join(run_folder, "verify", "model"),
-        run_opts={"device": config["device"]},
-    )
+    encoder = load_encoder(run_folder, config["device"])
     rows = read_manifest(
         os.path.join(paths["prep_folder"], "eval.csv"),
         {"data_root": paths["corpus"]},
@@ -174,11 +269,74 @@ def score_conditions(run_folder, paths, config, conditions, seed):
             num_workers=config["num_workers"],
             test_transform=corruptor,
         )
+        np.save(scores_path(run_folder, name),
+                np.asarray(result["scores"], dtype=np.float32))
         done[name] = {"EER": 100 * result["EER"], "minDCF": result["minDCF"]}
         print(f"  {name}: EER {done[name]['EER']:.2f}%", flush=True)
         with open(record_path, "w", encoding="utf-8") as fout:
             json.dump(done, fout, indent=2)
     return done
+
+
+def scores_path(run_folder, condition):
+    """Where a run keeps its per-trial scores of one condition."""
+    return os.path.join(run_folder, f"scores_{condition}.npy")
+
+
+def trial_speakers(prep_folder):
+    """Target labels and the enrol/test speakers of every trial."""
+    with open(os.path.join(prep_folder, "eval.csv"), encoding="utf-8") as fin:
+        header = fin.readline().strip().split(",")
+        column = header.index("spk_id")
+        speaker = {}
+        for line in fin:
+            fields = line.rstrip("\n").split(",")
+            speaker[fields[0]] = fields[column]
+    trials = read_trial_file(os.path.join(prep_folder, "trials.csv"))
+    labels = np.array([int(label) == 1 for _, _, label in trials])
+    enrol = np.array([speaker[t[0]] for t in trials])
+    test = np.array([speaker[t[1]] for t in trials])
+    return labels, enrol, test
+
+
+def paired_tests(out, seeds, conditions, prep_folder, systems):
+    """Paired bootstrap of each pair in :data:`PAIRS`, per condition."""
+    labels, enrol, test = trial_speakers(prep_folder)
+    results = {}
+    for system, baseline in PAIRS:
+        if system not in systems or baseline not in systems:
+            continue
+        for name in conditions:
+            scores = []
+            for which in (system, baseline):
+                scores.append(np.stack([
+                    np.load(scores_path(
+                        os.path.join(out, "runs", which, str(seed)), name))
+                    for seed in seeds
+                ]))
+            result = paired_speaker_bootstrap(
+                scores[0], scores[1], labels, enrol, test)
+            result["text"] = format_verdict(result, system, baseline)
+            results[f"{system}_vs_{baseline}@{name}"] = result
+            print(f"  {result['text']} [{name}]", flush=True)
+    return results
+
+
+def learning_curves(out, seeds, systems, ssl_epochs):
+    """System label -> seed -> [(epoch, validation EER)], all epochs.
+
+    Fine-tuning continues the self-supervised epochs on the x axis.
+    """
+    curves = {}
+    for system in systems:
+        offset = ssl_epochs if system == "csc_finetune" else 0
+        curves[LABELS[system]] = {
+            seed: [(epoch + offset, value) for epoch, value in curve_points(
+                read_learning_curve(os.path.join(
+                    out, "runs", system, str(seed), "train_log.txt")))]
+            for seed in seeds
+        }
+    return curves
 
 
 def summarize(records, conditions):
@@ -237,22 +395,40 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data_folder", required=True)
     parser.add_argument("--out", default="results/bench/csc")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS),
-                        choices=SYSTEMS + VARIANTS)
-    parser.add_argument("--ssl_epochs", type=int, default=2)
+                        choices=SYSTEMS)
+    parser.add_argument("--ssl_epochs", type=int, default=3)
     parser.add_argument("--finetune_epochs", type=int, default=1)
     parser.add_argument("--conditions", nargs="+",
                         default=["clean", "sir10", "sir5", "sir0"])
     parser.add_argument("--corruption_seed", type=int, default=1234)
-    parser.add_argument("--channels", type=int, nargs="+",
-                        default=DEFAULT["channels"])
+    parser.add_argument("--channels", type=int, nargs="+", default=None)
     parser.add_argument("--device", default=DEFAULT["device"])
     parser.add_argument("--num_workers", type=int,
                         default=DEFAULT["num_workers"])
     parser.add_argument("--threads", type=int, default=DEFAULT["threads"],
                         help="OMP threads of each training run (0: default)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a corpus subset and a tiny model (smoke test)")
+    parser.add_argument("--prepare_only", action="store_true",
+                        help="prepare the data and stop (before parallel "
+                        "processes share --out)")
+    parser.add_argument("--no_report", action="store_true",
+                        help="train and score only (a parallel worker)")
     return parser.parse_args(argv)
+
+
+def prepare(args, config, out):
+    """The (subset) corpus and the prepared data every run shares."""
+    corpus = os.path.abspath(args.data_folder)
+    if config["max_utts_per_speaker"] or config["n_speakers"]:
+        corpus = subset_corpus(corpus, os.path.join(out, "corpus"),
+                               config["n_speakers"],
+                               config["max_utts_per_speaker"])
+    prep_folder = os.path.join(out, "prepared")
+    return {"out": out, "corpus": corpus, "prep_folder": prep_folder,
+            **prepare_once(corpus, prep_folder, config)}
 
 
 def main(argv=None):
@@ -261,17 +437,20 @@ def main(argv=None):
     start = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = dict(DEFAULT, channels=args.channels, device=args.device,
-                  num_workers=args.num_workers, threads=args.threads)
+    base, head = (QUICK, QUICK_HEAD) if args.quick else (DEFAULT, CSC_HEAD)
+    config = dict(base, device=args.device, num_workers=args.num_workers,
+                  threads=args.threads)
+    if args.channels:
+        config["channels"] = args.channels
     out = os.path.abspath(args.out)
-    prep_folder = os.path.join(out, "prepared")
-    paths = {"out": out, "corpus": os.path.abspath(args.data_folder),
-             "prep_folder": prep_folder,
-             **prepare_once(args.data_folder, prep_folder, config)}
+    paths = prepare(args, config, out)
+    if args.prepare_only:
+        return
     records = []
     for seed in args.seeds:
         for system in args.systems:
-            objective, epochs, extra = system_plan(system, seed, args, out)
+            objective, epochs, extra = system_plan(system, seed, args, out,
+                                                   head)
             run = run_one(system, objective, extra, seed,
                           dict(config, epochs=epochs), paths)
             run_folder = os.path.join(out, "runs", system, str(seed))
@@ -282,14 +461,28 @@ def main(argv=None):
                 args.corruption_seed)
             run["system"] = system
             records.append(run)
+    if args.no_report:
+        return
     summary = summarize(records, args.conditions)
+    curves = learning_curves(out, args.seeds, args.systems, args.ssl_epochs)
     plot_eer_vs_sir(sir_curves(summary), os.path.join(out, "eer_vs_sir.png"))
+    plot_learning_curves(
+        curves, os.path.join(out, "learning_curves.png"),
+        "CSC benchmark: validation EER per epoch (mean, min-max over seeds)")
+    print("[paired tests]", flush=True)
+    paired = paired_tests(out, args.seeds, args.conditions,
+                          paths["prep_folder"], args.systems)
     report = write_report(
         {
-            "config": {**config, **vars(args)},
+            "config": {**config, **vars(args), "csc_head": head},
             "machine": machine_info(args.device),
             "runs": records,
             "summary": summary,
+            "paired": paired,
+            "curves": {label: {str(seed): points
+                               for seed, points in by_seed.items()}
+                       for label, by_seed in curves.items()},
+            "curves_table": curves_table(curves),
             "benchmark_seconds_this_call": time.time() - start,
         },
         lambda report: markdown(report["summary"], args.conditions),
@@ -298,7 +491,13 @@ def main(argv=None):
         argv,
     )
     with open(os.path.join(out, "csc.md"), "w", encoding="utf-8") as fout:
-        fout.write(report["table"] + "\n")
+        fout.write(report["table"] + "\n\n")
+        fout.write("Paired bootstrap over test speakers (95%):\n\n")
+        for name, result in paired.items():
+            fout.write(f"- {result['text']} [{name.split('@')[1]}]\n")
+        fout.write("\nValidation EER (%) per epoch:\n\n")
+        fout.write(report["curves_table"] + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,9 @@ file builds one task, and the Brain hands the task its modules
   the training data;
 * turns clean waveforms into training outputs (``forward``), e.g. views,
   features and embeddings;
-* turns those outputs into the loss (``loss``).
+* turns those outputs into the loss (``loss``);
+* may update state after each optimizer step (``on_optimizer_step``), e.g.
+  the moving-average teacher of CSC.
 
 Validation and inference embed every task's model the same way
 (:meth:`EmbeddingTask.embed`), so checkpoints of all objectives are
@@ -33,6 +35,7 @@ __all__ = [
     "SupervisedEmbeddingTask",
     "ViewContrastTask",
     "SeparativeCodingTask",
+    "SupervisedSeparativeTask",
 ]
 
 
@@ -97,6 +100,9 @@ class EmbeddingTask:
     def loss(self, modules, outputs, labels=None):
         """The training loss of ``forward``'s outputs (overridden)."""
         raise NotImplementedError
+
+    def on_optimizer_step(self, modules):
+        """Called after every optimizer step (e.g. to move a teacher)."""
 
 
 class SupervisedEmbeddingTask(EmbeddingTask):
@@ -197,146 +203,253 @@ class SeparativeCodingTask(EmbeddingTask):
     For a batch of B clean crops:
 
     1. ``views`` (an :class:`~speechbrain_ext.augment.InterferedViews`)
-       makes V interfered views of each crop and returns the clean crops;
+       makes V interfered views of each crop (by default of different
+       segments of it) and returns each view's clean audio;
     2. the views' features are normalised per sentence as at inference,
-       and the clean crops' features are shifted by the *same* per-view
-       mean, so the separation target lives where the mask head's estimate
-       does (see :class:`~speechbrain_ext.lobes.SeparativeEncoder`);
-    3. the separative encoder returns, for every view, the embedding z_v,
-       the trunk frames and the estimate of the clean features;
+       and the clean features are shifted by the *same* per-view mean, so
+       the separation target lives where the mask head's estimate does
+       (see :class:`~speechbrain_ext.lobes.SeparativeEncoder`);
+    3. the student encoder returns, for every view, the embedding z_v, the
+       trunk frames and the estimate of the clean features;
     4. the aggregator (:class:`~speechbrain_ext.lobes.CrossViewAttention`)
-       lets z_v attend to the other views of its crop (their frames, or
-       their embeddings) and returns the global speaker vector g_v;
-    5. the objective (:class:`~speechbrain_ext.losses.CSCLoss`) maximises
-       I(z; g) and adds the separation loss of the estimates.
+       attends to the *other* views of the crop (their frames, or their
+       embeddings) and returns the global speaker vector g_v;
+    5. the teacher (:class:`~speechbrain_ext.lobes.EMATeacher`, a moving
+       average of encoder, aggregator and head) computes the same z_v and
+       g_v without gradient;
+    6. the objective (:class:`~speechbrain_ext.losses.CSCLoss`) makes the
+       student's z_v predict the teacher's g_v and the student's g_v
+       predict the teacher's z_v over the prototypes of ``csc_head``, and
+       adds the separation loss.
 
-    No label is read and no negative is drawn.
+    Neither side of a pair ever sees the other side's view, so the
+    objective can only be met with what the views share: the speaker. No
+    label is read and no negative is drawn.
+
+    Modules used: ``compute_features``, ``mean_var_norm``,
+    ``embedding_model`` (a ``SeparativeEncoder``), ``aggregator``,
+    ``csc_head`` (a ``PrototypeHead``), ``teacher`` (following those three)
+    and ``csc_objective`` (the loss; ``objective`` when absent).
 
     Arguments
     ---------
     views : InterferedViews
-        Returns ``(views, view_lens, clean)`` with ``n_views`` >= 2.
+        Returns ``(views, view_lens, clean)`` with at least 2 views per
+        target.
     memory : str
         What the aggregator attends to: ``"frames"`` (the other views'
         trunk frames, default) or ``"embeddings"`` (their z).
-    segments : int
-        1 (default): the views are ``views.n_views`` interfered copies of
-        the whole crop, as in the paper. S >= 2: the crop is cut into S
-        consecutive segments, each interfered once (``views.n_views``
-        must be 1), so the views share the speaker but not the words.
 
     Example
     -------
     >>> from speechbrain.lobes.features import Fbank
     >>> from speechbrain.processing.features import InputNormalization
     >>> from speechbrain_ext.augment import InterferedViews, InterferingTalker
-    >>> from speechbrain_ext.lobes import CrossViewAttention, SeparativeEncoder
+    >>> from speechbrain_ext.lobes import (CrossViewAttention, EMATeacher,
+    ...                                    PrototypeHead, SeparativeEncoder)
     >>> from speechbrain_ext.losses import CSCLoss
-    >>> modules = torch.nn.ModuleDict({
-    ...     "compute_features": Fbank(n_mels=20),
-    ...     "mean_var_norm": InputNormalization(norm_type="sentence",
-    ...                                         std_norm=False),
+    >>> students = {
     ...     "embedding_model": SeparativeEncoder(
     ...         20, channels=[8, 8, 8, 8, 24], lin_neurons=4,
     ...         attention_channels=4, se_channels=4, mask_channels=8),
     ...     "aggregator": CrossViewAttention(4, memory_size=24, num_heads=2),
-    ...     "objective": CSCLoss(beta=0.1),
+    ...     "csc_head": PrototypeHead(4, n_prototypes=16, hidden_size=8,
+    ...                               bottleneck_size=4),
+    ... }
+    >>> modules = torch.nn.ModuleDict({
+    ...     "compute_features": Fbank(n_mels=20),
+    ...     "mean_var_norm": InputNormalization(norm_type="sentence",
+    ...                                         std_norm=False),
+    ...     **students,
+    ...     "teacher": EMATeacher(students, momentum=0.9),
+    ...     "objective": CSCLoss(n_prototypes=16, beta=0.1),
     ... })
-    >>> task = SeparativeCodingTask(InterferedViews([InterferingTalker()]))
-    >>> outputs = task.forward(modules, torch.randn(6, 4000), torch.ones(6))
-    >>> outputs["z"].shape, outputs["g"].shape, outputs["estimate"].shape
-    (torch.Size([12, 4]), torch.Size([12, 4]), torch.Size([12, 26, 20]))
+    >>> views = InterferedViews([InterferingTalker()], n_views=1, segments=2)
+    >>> task = SeparativeCodingTask(views)
+    >>> outputs = task.forward(modules, torch.randn(6, 8000), torch.ones(6))
+    >>> outputs["student_logits"].shape, outputs["estimate"].shape
+    (torch.Size([24, 16]), torch.Size([12, 26, 20]))
     >>> task.loss(modules, outputs).shape
     torch.Size([])
     """
 
     MEMORIES = ("frames", "embeddings")
+    TEACHER_STUDENTS = ("embedding_model", "aggregator", "csc_head")
 
-    def __init__(self, views, memory="frames", segments=1):
+    def __init__(self, views, memory="frames"):
         if memory not in self.MEMORIES:
             raise ValueError(
                 f"memory must be one of {self.MEMORIES}, got {memory!r}"
             )
-        n_copies = getattr(views, "n_views", 0)
-        if segments > 1 and n_copies != 1:
+        n_views = getattr(views, "views_per_target", 0)
+        if n_views < 2:
             raise ValueError(
-                f"with segments={segments} each segment is one view: the "
-                f"views' n_views must be 1, got {n_copies}"
-            )
-        if max(segments, n_copies) < 2:
-            raise ValueError(
-                "CSC aggregates the *other* views of a crop: n_views (or "
-                f"segments) must be at least 2, got {n_copies}"
+                "CSC aggregates the *other* views of a crop: the views "
+                f"must give at least 2 per target (segments * n_views), "
+                f"got {n_views}"
             )
         self.views = views
         self.memory = memory
-        self.segments = segments
 
     @property
     def n_views(self):
-        """Views per target: the interfered copies, or the segments."""
-        return max(self.segments, self.views.n_views)
+        """Views per target."""
+        return self.views.views_per_target
 
-    def _split(self, wavs, lens):
-        """Cuts each crop into ``segments`` consecutive parts, view-major.
-
-        The views of a target then share its speaker (and channel) but not
-        its words, so the mutual information cannot be earned by encoding
-        what is said.
-        """
-        batch, n_samples = wavs.shape
-        length = n_samples // self.segments
-        parts = wavs[:, : self.segments * length]
-        parts = parts.reshape(batch, self.segments, length).transpose(0, 1)
-        # Valid share of each segment (training crops are full: all 1).
-        offsets = torch.arange(self.segments, device=wavs.device) * length
-        valid = lens[None, :] * n_samples - offsets[:, None]
-        part_lens = (valid / length).clamp(min=1.0 / length, max=1.0)
-        return parts.reshape(-1, length), part_lens.reshape(-1)
-
-    def forward(self, modules, wavs, lens):
-        """Returns z, g, the separation estimate and target, and lengths."""
+    def interfered_features(self, modules, wavs, lens):
+        """Views, their normalised features and the separation target."""
         if getattr(modules.mean_var_norm, "std_norm", False):
             raise ValueError(
                 "CSC needs mean_var_norm with std_norm: False: the clean "
                 "target can take the mixture's mean shift, not its scaling"
             )
-        n_views = self.n_views
-        if self.segments > 1:
-            wavs, lens = self._split(wavs, lens)
         mixed, view_lens, clean = _float32_views(self.views, wavs, lens)
-        # One clean target per view row (repeated for interfered copies).
-        clean = clean.repeat(len(mixed) // len(clean), 1)
         feats = modules.compute_features(mixed)
         normalised = modules.mean_var_norm(feats, view_lens)
         # A per-utterance shift commutes with the mask's additive dB gain,
         # so the clean target takes the mixture's shift, not its own.
         shift = feats - normalised
         target = modules.compute_features(clean) - shift
+        return normalised, view_lens, target.detach()
+
+    def global_vectors(self, aggregator, frames, z, view_lens):
+        """g of every view row from the other views of its target."""
+        n_views = self.n_views
+        embeddings = unstack_views(z, n_views)
+        if self.memory == "frames":
+            memory = unstack_views(frames, n_views)
+        else:
+            memory = embeddings
+        g = aggregator(
+            memory, unstack_views(view_lens, n_views), embeddings=embeddings
+        )
+        return stack_views(g)
+
+    def forward(self, modules, wavs, lens):
+        """Student and teacher logits, separation estimate and target."""
+        normalised, view_lens, target = self.interfered_features(
+            modules, wavs, lens
+        )
         heads = modules.embedding_model(normalised, view_lens, separate=True)
         z = heads["embedding"].squeeze(1)
-        queries = unstack_views(z, n_views)
-        if self.memory == "frames":
-            memory = unstack_views(heads["frames"], n_views)
-        else:
-            memory = queries
-        g = modules.aggregator(
-            queries, memory, unstack_views(view_lens, n_views)
-        )
+        g = self.global_vectors(modules.aggregator, heads["frames"], z,
+                                view_lens)
+        student_logits = modules.csc_head(torch.cat([z, g]))
+        with torch.no_grad():
+            teacher = modules.teacher
+            encoder = teacher["embedding_model"]
+            frames = encoder.frame_representations(normalised, view_lens)
+            teacher_z = encoder.pool(frames, view_lens).squeeze(1)
+            teacher_g = self.global_vectors(
+                teacher["aggregator"], frames.transpose(1, 2), teacher_z,
+                view_lens,
+            )
+            # Student z_v predicts teacher g_v, student g_v teacher z_v.
+            teacher_logits = teacher["csc_head"](
+                torch.cat([teacher_g, teacher_z])
+            )
         return {
             "z": z,
-            "g": stack_views(g),
+            "student_logits": student_logits,
+            "teacher_logits": teacher_logits,
             "estimate": heads["estimate"],
-            "target": target.detach(),
+            "target": target,
             "lengths": view_lens,
         }
 
-    def loss(self, modules, outputs, labels=None):
-        """-I(z; g) + beta * separation loss (see ``CSCLoss``)."""
-        return modules.objective(
-            outputs["z"],
-            outputs["g"],
+    def csc_loss(self, modules, outputs):
+        """Distillation cross-entropy + beta * separation loss."""
+        objective = getattr(modules, "csc_objective", None)
+        if objective is None:
+            objective = modules.objective
+        return objective(
+            outputs["student_logits"],
+            outputs["teacher_logits"],
             outputs["estimate"],
             outputs["target"],
             outputs["lengths"],
+            embeddings=outputs["z"],
         )
+
+    def loss(self, modules, outputs, labels=None):
+        """The CSC loss (see :class:`~speechbrain_ext.losses.CSCLoss`)."""
+        return self.csc_loss(modules, outputs)
+
+    def on_optimizer_step(self, modules):
+        """Moves the teacher toward the student."""
+        modules.teacher.update(modules)
+
+
+class SupervisedSeparativeTask(SeparativeCodingTask):
+    """A speaker objective plus ``csc_weight`` times CSC on the same views.
+
+    What a user with labels runs: every interfered view keeps its
+    utterance's speaker label for ``objective`` (e.g. AAM-softmax), and
+    the CSC loss of :class:`SeparativeCodingTask` (``csc_objective``) is
+    added as an auxiliary term, so the encoder is also trained to agree
+    across interfering conditions and to separate the target. With
+    ``csc_weight`` 0 the CSC part is not computed at all: the same views,
+    model and labels train the speaker objective alone, the baseline of
+    an ablation.
+
+    Arguments
+    ---------
+    views : InterferedViews
+        As for :class:`SeparativeCodingTask`.
+    memory : str
+        As for :class:`SeparativeCodingTask`.
+    csc_weight : float
+        Weight alpha of the CSC loss.
+
+    Attributes
+    ----------
+    last_term_tensors : dict
+        ``"speaker"``: the speaker objective's value of the last call.
+
+    Example
+    -------
+    >>> from speechbrain_ext.augment import InterferedViews
+    >>> from speechbrain_ext.losses import AAMSoftmaxLoss
+    >>> views = InterferedViews([], n_views=1, segments=2)
+    >>> task = SupervisedSeparativeTask(views, csc_weight=0.0)
+    >>> modules = torch.nn.ModuleDict(
+    ...     {"objective": AAMSoftmaxLoss(input_size=4, n_classes=3)})
+    >>> outputs = {"z": torch.randn(6, 4)}  # 2 views of 3 utterances
+    >>> task.loss(modules, outputs, torch.tensor([0, 1, 2])).shape
+    torch.Size([])
+    """
+
+    needs_speaker_labels = True
+
+    def __init__(self, views, memory="frames", csc_weight=1.0):
+        super().__init__(views, memory)
+        if csc_weight < 0:
+            raise ValueError(f"csc_weight must be >= 0, got {csc_weight}")
+        self.csc_weight = float(csc_weight)
+        self.last_term_tensors = {}
+
+    def forward(self, modules, wavs, lens):
+        """As :class:`SeparativeCodingTask`, or only z with weight 0."""
+        if self.csc_weight > 0:
+            return super().forward(modules, wavs, lens)
+        normalised, view_lens, _ = self.interfered_features(
+            modules, wavs, lens
+        )
+        z = modules.embedding_model(normalised, view_lens).squeeze(1)
+        return {"z": z}
+
+    def loss(self, modules, outputs, labels=None):
+        """objective(z, labels) + csc_weight * CSC loss."""
+        if labels is None:
+            raise ValueError("a supervised task needs the speaker labels")
+        labels = self.views.replicate_labels(labels)
+        speaker = modules.objective(outputs["z"].unsqueeze(1), labels)
+        self.last_term_tensors = {"speaker": speaker.detach()}
+        if self.csc_weight == 0:
+            return speaker
+        return speaker + self.csc_weight * self.csc_loss(modules, outputs)
+
+    def on_optimizer_step(self, modules):
+        """Moves the teacher, unless CSC is off."""
+        if self.csc_weight > 0:
+            super().on_optimizer_step(modules)

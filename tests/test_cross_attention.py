@@ -33,12 +33,13 @@ def test_unstack_rejects_indivisible_rows():
         unstack_views(torch.zeros(7, 4), n_views=2)
 
 
+@pytest.mark.parametrize("query", ["others", "learned"])
 @pytest.mark.parametrize("n_views", [2, 4])
-def test_utterance_level_shapes_and_no_self_attention(n_views):
-    module = attention()
-    queries = random(BATCH, n_views, QUERY)
+def test_utterance_level_shapes_and_no_self_attention(n_views, query):
+    module = attention(query=query)
+    embeddings = random(BATCH, n_views, QUERY)
     memory = random(BATCH, n_views, MEMORY, seed=1)
-    g, weights = module(queries, memory, return_attention=True)
+    g, weights = module(memory, embeddings=embeddings, return_attention=True)
     assert g.shape == (BATCH, n_views, QUERY)
     assert weights.shape == (BATCH, n_views, n_views)
     assert torch.allclose(weights.sum(-1), torch.ones(BATCH, n_views))
@@ -47,19 +48,34 @@ def test_utterance_level_shapes_and_no_self_attention(n_views):
     assert (weights[:, off_diagonal] > 0).all()
 
 
+@pytest.mark.parametrize("query", ["others", "learned"])
 @pytest.mark.parametrize("n_views", [2, 4])
-def test_own_memory_entry_does_not_reach_own_global_vector(n_views):
-    module = attention()
-    queries = random(BATCH, n_views, QUERY)
+def test_nothing_of_view_v_reaches_its_own_global_vector(n_views, query):
+    """Neither view v's memory nor its embedding changes g_v: no copy path."""
+    module = attention(query=query)
+    embeddings = random(BATCH, n_views, QUERY)
     memory = random(BATCH, n_views, MEMORY, seed=1)
-    g = module(queries, memory)
+    g = module(memory, embeddings=embeddings)
     for v in range(n_views):
-        perturbed = memory.clone()
-        perturbed[:, v] += 5.0 * random(BATCH, MEMORY, seed=2 + v)
-        g_perturbed = module(queries, perturbed)
-        assert torch.allclose(g_perturbed[:, v], g[:, v], atol=1e-6)
+        memory_v = memory.clone()
+        memory_v[:, v] += 5.0 * random(BATCH, MEMORY, seed=2 + v)
+        embeddings_v = embeddings.clone()
+        embeddings_v[:, v] += 5.0 * random(BATCH, QUERY, seed=9 + v)
+        g_v = module(memory_v, embeddings=embeddings_v)
+        assert torch.allclose(g_v[:, v], g[:, v], atol=1e-6)
         others = [w for w in range(n_views) if w != v]
-        assert not torch.allclose(g_perturbed[:, others], g[:, others])
+        assert not torch.allclose(g_v[:, others], g[:, others])
+
+
+def test_others_query_is_the_mean_of_the_other_embeddings():
+    module = attention()
+    embeddings = random(BATCH, 3, QUERY)
+    queries = module.queries(embeddings, BATCH, 3)
+    expected = (embeddings[:, 1] + embeddings[:, 2]) / 2
+    assert torch.allclose(queries[:, 0], expected, atol=1e-6)
+    learned = attention(query="learned")
+    queries = learned.queries(None, BATCH, 3)
+    assert torch.equal(queries[1, 2], learned.learned_query.detach())
 
 
 def test_two_views_return_the_projected_other_view():
@@ -67,33 +83,23 @@ def test_two_views_return_the_projected_other_view():
     # g_v = out_proj(W_v m_other + b_v) whatever the query.
     module = attention()
     mha = module.attention
-    queries = random(BATCH, 2, QUERY)
+    embeddings = random(BATCH, 2, QUERY)
     memory = random(BATCH, 2, MEMORY, seed=1)
     values = memory @ mha.v_proj_weight.T + mha.in_proj_bias[2 * QUERY :]
     expected = mha.out_proj(values.flip(1))
-    assert torch.allclose(module(queries, memory), expected, atol=1e-6)
-
-
-def test_without_exclusion_the_view_attends_to_itself():
-    module = attention(exclude_self=False)
-    queries = random(BATCH, 2, QUERY)
-    memory = random(BATCH, 2, MEMORY, seed=1)
-    g, weights = module(queries, memory, return_attention=True)
-    assert (weights.diagonal(dim1=1, dim2=2) > 0).all()
-    perturbed = memory.clone()
-    perturbed[:, 0] += 5.0
-    assert not torch.allclose(module(queries, perturbed)[:, 0], g[:, 0])
+    g = module(memory, embeddings=embeddings)
+    assert torch.allclose(g, expected, atol=1e-6)
 
 
 def test_frame_level_masks_self_and_padding():
     n_views, n_frames = 3, 10
     module = attention()
-    queries = random(BATCH, n_views, QUERY)
+    embeddings = random(BATCH, n_views, QUERY)
     frames = random(BATCH, n_views, n_frames, MEMORY, seed=1)
     # Target 0: all full; target 1: view 2 has 4 valid frames; target 2:
     # view 0 has 7.
     lengths = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.4], [0.7, 1.0, 1.0]])
-    g, weights = module(queries, frames, lengths, return_attention=True)
+    g, weights = module(frames, lengths, embeddings, return_attention=True)
     assert g.shape == (BATCH, n_views, QUERY)
     assert weights.shape == (BATCH, n_views, n_views, n_frames)
     assert torch.allclose(weights.sum((-2, -1)), torch.ones(BATCH, n_views))
@@ -109,10 +115,10 @@ def test_frame_level_masks_self_and_padding():
     padded = frames.clone()
     padded[1, 2, 4:] = 100.0
     padded[2, 0, 7:] = -100.0
-    assert torch.allclose(module(queries, padded, lengths), g, atol=1e-6)
+    assert torch.allclose(module(padded, lengths, embeddings), g, atol=1e-6)
     valid = frames.clone()
     valid[1, 2, 0] += 3.0
-    g_valid = module(queries, valid, lengths)
+    g_valid = module(valid, lengths, embeddings)
     assert torch.allclose(g_valid[1, 2], g[1, 2], atol=1e-6)
     assert not torch.allclose(g_valid[1, :2], g[1, :2])
 
@@ -121,7 +127,8 @@ def test_accepts_speechbrain_embedding_layout_and_passes_gradients():
     module = attention()
     stacked = random(2 * BATCH, 1, QUERY).requires_grad_()  # [V*B, 1, D]
     frames = random(2 * BATCH, 5, MEMORY, seed=1).requires_grad_()
-    g = module(unstack_views(stacked, 2), unstack_views(frames, 2))
+    g = module(unstack_views(frames, 2),
+               embeddings=unstack_views(stacked, 2))
     assert g.shape == (BATCH, 2, QUERY)
     stack_views(g).square().sum().backward()
     assert stacked.grad.abs().sum() > 0 and frames.grad.abs().sum() > 0
@@ -130,14 +137,20 @@ def test_accepts_speechbrain_embedding_layout_and_passes_gradients():
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="num_heads"):
         CrossViewAttention(QUERY, num_heads=3)
+    with pytest.raises(ValueError, match="query must be"):
+        CrossViewAttention(QUERY, num_heads=2, query="own")
     module = attention()
     with pytest.raises(ValueError, match="at least 2 views"):
-        module(random(BATCH, 1, QUERY), random(BATCH, 1, MEMORY))
+        module(random(BATCH, 1, MEMORY), embeddings=random(BATCH, 1, QUERY))
+    with pytest.raises(ValueError, match="embeddings must be"):
+        module(random(BATCH, 2, MEMORY), embeddings=random(BATCH, 3, QUERY))
+    with pytest.raises(ValueError, match="needs the views' embeddings"):
+        module(random(BATCH, 2, MEMORY))
     with pytest.raises(ValueError, match="memory must be"):
-        module(random(BATCH, 2, QUERY), random(BATCH, 3, MEMORY))
+        module(random(BATCH, 2), embeddings=random(BATCH, 2, QUERY))
     with pytest.raises(ValueError, match="lengths must be"):
         module(
-            random(BATCH, 2, QUERY),
             random(BATCH, 2, 4, MEMORY),
             torch.ones(2 * BATCH),
+            random(BATCH, 2, QUERY),
         )

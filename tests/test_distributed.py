@@ -40,16 +40,17 @@ OBJECTIVES = ("aam_supcon", "ntxent", "csc")
 
 
 class TinyCSCModel(torch.nn.Module):
-    """z and g from one linear map, and a linear 'mask head' on frames."""
+    """Student logits from a linear map, teacher logits from a frozen one,
+    and a linear 'mask head' on frames."""
 
     def __init__(self):
         super().__init__()
-        self.embed = torch.nn.Linear(6, 6)
+        self.student = torch.nn.Linear(6, 3)
+        self.teacher = torch.nn.Linear(6, 3).requires_grad_(False)
         self.mask = torch.nn.Linear(5, 5)
 
     def forward(self, inputs, frames):
-        joint = self.embed(inputs)
-        return joint[:, :3], joint[:, 3:], self.mask(frames)
+        return self.student(inputs), self.teacher(inputs), self.mask(frames)
 
 
 def global_batch():
@@ -78,15 +79,18 @@ def make_loss(objective, gather_distributed):
         return NTXentLoss(
             temperature=0.5, gather_distributed=gather_distributed
         )
-    return CSCLoss(beta=0.5, gather_distributed=gather_distributed)
+    # The mean-entropy term is the one that needs the global batch.
+    return CSCLoss(3, teacher_temperature=0.5, student_temperature=1.0,
+                   beta=0.5, mean_entropy_weight=1.0,
+                   gather_distributed=gather_distributed)
 
 
 def loss_and_gradients(model, objective, loss_fn, rows, view_ids):
     """One forward/backward on the given rows; returns loss and gradients."""
     inputs, frames, target = (part[rows] for part in global_batch())
     if objective == "csc":
-        z, g, estimate = model(inputs, frames)
-        loss = loss_fn(z, g, estimate, target)
+        student, teacher, estimate = model(inputs, frames)
+        loss = loss_fn(student, teacher, estimate, target)
     else:
         labels = view_ids if objective == "ntxent" else SPEAKERS[rows]
         loss = loss_fn(model(inputs), labels)
@@ -94,6 +98,7 @@ def loss_and_gradients(model, objective, loss_fn, rows, view_ids):
     module = getattr(model, "module", model)
     gradients = {
         name: param.grad.clone() for name, param in module.named_parameters()
+        if param.grad is not None
     }
     return loss.detach(), gradients
 

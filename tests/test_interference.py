@@ -56,18 +56,38 @@ def test_talker_fixed_sir_is_exact():
         assert sir == pytest.approx(4.2, abs=1e-3)
 
 
-def test_talker_rolls_the_batch_and_never_picks_itself():
+def test_talker_draws_each_rows_interferer_and_never_picks_itself():
     clean, lens = padded_batch([2000] * 6, 2000)
     talker = InterferingTalker(sir_low=0.0, sir_high=0.0)
-    shifts = set()
+    per_row_shifts = []
     for seed in range(12):
         torch.manual_seed(seed)
         sources = source_rows(talker(clean, lens) - clean, clean)
         shift = (sources - torch.arange(6)) % 6
-        assert (shift == shift[0]).all()  # one roll for the whole batch
-        assert shift[0] != 0
-        shifts.add(int(shift[0]))
-    assert len(shifts) > 2  # the shift is drawn, not fixed
+        assert (shift != 0).all()
+        per_row_shifts.append(shift)
+    shifts = torch.stack(per_row_shifts)
+    # Rows draw independently: within a call the shifts differ.
+    assert any(len(set(row.tolist())) > 1 for row in shifts)
+    assert set(shifts.flatten().tolist()) == {1, 2, 3, 4, 5}
+
+
+def test_two_views_rarely_share_the_interferer():
+    """With one shift per call both views of a target got the same talker
+    with probability 1/(B-1) for *every* target at once; per row, the
+    share of targets whose two views share a talker is about 1/(B-1)."""
+    batch = 8
+    clean, lens = padded_batch([1000] * batch, 1000)
+    talker = InterferingTalker(sir_low=0.0, sir_high=0.0)
+    torch.manual_seed(0)
+    same = []
+    for _ in range(40):
+        first = source_rows(talker(clean, lens) - clean, clean)
+        second = source_rows(talker(clean, lens) - clean, clean)
+        same.append((first == second).float().mean())
+    share = float(torch.stack(same).mean())
+    assert 0.03 < share < 0.3  # 1/7 = 0.14 expected
+    assert max(same) < 1.0
 
 
 def test_talker_batch_of_one_is_unchanged():
@@ -194,7 +214,7 @@ def test_views_layout_lengths_and_group_ids():
     mixed, view_lens, target = views(clean, lens)
     assert torch.equal(mixed, torch.cat([2 * clean] * 3))
     assert torch.equal(view_lens, torch.cat([lens] * 3))
-    assert target is clean
+    assert torch.equal(target, clean.repeat(3, 1))
     ids = views.group_ids(3)
     assert ids.dtype == torch.long
     assert torch.equal(ids, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2]))
@@ -209,7 +229,8 @@ def test_views_draw_independent_conditions():
     )
     torch.manual_seed(0)
     mixed, _, target = views(clean, lens)
-    assert torch.equal(target, before)  # the clean target is untouched
+    # The clean target of every view row is the untouched input.
+    assert torch.equal(target, before.repeat(2, 1))
     first, second = mixed[:4], mixed[4:]
     for row, n in enumerate([2000, 2000, 1200, 2000]):
         assert not torch.allclose(first[row, :n], second[row, :n])
@@ -262,4 +283,33 @@ def test_views_with_talker_noise_and_reverb(tmp_path):
     assert torch.isfinite(mixed).all()
     for row, n in enumerate([3000, 2000, 2500]):
         assert (mixed[[row, row + 3], n:] == 0).all()
-    assert target is clean
+    assert torch.equal(target, clean.repeat(2, 1))
+
+
+def test_segment_views_share_the_speaker_not_the_samples():
+    clean, lens = padded_batch([3000, 3000, 3000, 3000], 3000)
+    views = InterferedViews(
+        [InterferingTalker(sir_low=0.0, sir_high=0.0)], n_views=1,
+        segments=3,
+    )
+    torch.manual_seed(0)
+    mixed, view_lens, target = views(clean, lens)
+    assert mixed.shape == (12, 1000) and views.views_per_target == 3
+    assert torch.equal(view_lens, torch.ones(12))
+    for segment in range(3):
+        rows = slice(4 * segment, 4 * segment + 4)
+        part = clean[:, 1000 * segment : 1000 * (segment + 1)]
+        assert torch.equal(target[rows], part)
+        # The interferer is the same segment of *another* target.
+        sources = source_rows(mixed[rows] - part, part)
+        assert (sources != torch.arange(4)).all()
+    assert torch.equal(views.group_ids(4), torch.arange(4).repeat(3))
+    labels = torch.tensor([5, 6, 7, 8])
+    assert torch.equal(views.replicate_labels(labels), labels.repeat(3))
+
+
+def test_segment_lengths_follow_a_padded_crop():
+    clean, lens = padded_batch([3000, 1500], 3000)
+    views = InterferedViews([], n_views=1, segments=2)
+    _, view_lens, _ = views(clean, lens)
+    assert torch.allclose(view_lens, torch.tensor([1.0, 1.0, 1.0, 1 / 1500]))

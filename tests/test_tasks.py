@@ -1,4 +1,4 @@
-"""Training tasks: which rows become views, targets and labels."""
+"""Training tasks: which rows become views, targets, pairs and labels."""
 
 import pytest
 import torch
@@ -6,9 +6,20 @@ from speechbrain.lobes.features import Fbank
 from speechbrain.processing.features import InputNormalization
 
 from speechbrain_ext.augment import InterferedViews
-from speechbrain_ext.lobes import CrossViewAttention, SeparativeEncoder
-from speechbrain_ext.losses import CSCLoss
-from speechbrain_ext.tasks import SeparativeCodingTask, ViewContrastTask
+from speechbrain_ext.lobes import (
+    CrossViewAttention,
+    EMATeacher,
+    PrototypeHead,
+    SeparativeEncoder,
+)
+from speechbrain_ext.losses import AAMSoftmaxLoss, CSCLoss
+from speechbrain_ext.tasks import (
+    SeparativeCodingTask,
+    SupervisedSeparativeTask,
+    ViewContrastTask,
+)
+
+N_PROTOTYPES = 16
 
 
 class Scaled(torch.nn.Module):
@@ -26,17 +37,24 @@ class RecordingEncoder(SeparativeEncoder):
         return super().separate(x, lengths)
 
 
-def csc_modules():
+def csc_modules(**extra):
     torch.manual_seed(0)
-    return torch.nn.ModuleDict({
-        "compute_features": Fbank(n_mels=20),
-        "mean_var_norm": InputNormalization(norm_type="sentence",
-                                            std_norm=False),
+    students = {
         "embedding_model": RecordingEncoder(
             20, channels=[8, 8, 8, 8, 24], lin_neurons=4,
             attention_channels=4, se_channels=4, mask_channels=8),
         "aggregator": CrossViewAttention(4, memory_size=24, num_heads=2),
-        "objective": CSCLoss(beta=0.1),
+        "csc_head": PrototypeHead(4, N_PROTOTYPES, hidden_size=8,
+                                  bottleneck_size=4),
+    }
+    return torch.nn.ModuleDict({
+        "compute_features": Fbank(n_mels=20),
+        "mean_var_norm": InputNormalization(norm_type="sentence",
+                                            std_norm=False),
+        **students,
+        "teacher": EMATeacher(students, momentum=0.5),
+        "objective": CSCLoss(N_PROTOTYPES, beta=0.1),
+        **extra,
     })
 
 
@@ -47,13 +65,15 @@ def test_target_takes_the_mixture_shift_row_by_row(segments, n_copies):
     row for row."""
     modules = csc_modules()
     task = SeparativeCodingTask(
-        InterferedViews([Scaled()], n_views=n_copies), segments=segments
+        InterferedViews([Scaled()], n_views=n_copies, segments=segments)
     )
     wavs = torch.randn(4, 8000)
     outputs = task.forward(modules, wavs, torch.ones(4))
-    n_views = max(segments, n_copies)
+    n_views = segments * n_copies
     assert outputs["z"].shape == (n_views * 4, 4)
-    assert outputs["g"].shape == (n_views * 4, 4)
+    # z rows then g rows, each paired with the teacher's other side.
+    assert outputs["student_logits"].shape == (2 * n_views * 4, N_PROTOTYPES)
+    assert outputs["teacher_logits"].shape == (2 * n_views * 4, N_PROTOTYPES)
     seen = modules.embedding_model.seen
     gain_db = 10 * torch.log10(torch.tensor(4.0))
     torch.testing.assert_close(
@@ -62,28 +82,93 @@ def test_target_takes_the_mixture_shift_row_by_row(segments, n_copies):
     assert torch.isfinite(task.loss(modules, outputs))
 
 
-def test_segments_are_consecutive_halves_view_major():
-    task = SeparativeCodingTask(InterferedViews([Scaled()], n_views=1),
-                                segments=2)
-    wavs = torch.arange(12.0).reshape(2, 6)
-    parts, lens = task._split(wavs, torch.tensor([1.0, 0.5]))
-    assert parts.tolist() == [[0, 1, 2], [6, 7, 8], [3, 4, 5], [9, 10, 11]]
-    # The second crop is valid for 3 samples: all of its first half, and a
-    # floor of one sample of the second (never an empty view).
-    torch.testing.assert_close(lens, torch.tensor([1.0, 1.0, 1.0, 1 / 3]))
+def test_student_z_is_paired_with_the_teachers_g_and_back():
+    """At momentum 0 the teacher equals the student, so the teacher rows
+    are the student rows with the z and g halves swapped."""
+    modules = csc_modules()
+    modules.teacher.momentum = 0.0
+    modules.teacher.update(modules)
+    modules.eval()  # batch statistics aside, teacher = student
+    task = SeparativeCodingTask(InterferedViews([Scaled()], n_views=2))
+    outputs = task.forward(modules, torch.randn(3, 4000), torch.ones(3))
+    student, teacher = outputs["student_logits"], outputs["teacher_logits"]
+    half = len(student) // 2
+    torch.testing.assert_close(teacher[:half], student[half:].detach())
+    torch.testing.assert_close(teacher[half:], student[:half].detach())
+    assert not teacher.requires_grad
+
+
+def test_teacher_follows_the_student_after_each_step():
+    modules = csc_modules()
+    task = SeparativeCodingTask(InterferedViews([Scaled()], n_views=2))
+    student = modules.csc_head.prototypes
+    teacher = modules.teacher["csc_head"].prototypes
+    assert torch.equal(student, teacher)
+    with torch.no_grad():
+        student.add_(1.0)
+    before = teacher.detach().clone()
+    task.on_optimizer_step(modules)
+    torch.testing.assert_close(teacher, before + 0.5)  # momentum 0.5
+    assert not teacher.requires_grad
+
+
+def test_a_training_step_updates_student_not_teacher():
+    modules = csc_modules()
+    task = SeparativeCodingTask(InterferedViews([Scaled()], n_views=2))
+    teacher_before = [p.clone() for p in modules.teacher.parameters()]
+    loss = task.loss(modules, task.forward(modules, torch.randn(4, 4000),
+                                           torch.ones(4)))
+    loss.backward()
+    assert all(p.grad is None for p in modules.teacher.parameters())
+    for name in ("embedding_model", "aggregator", "csc_head"):
+        grads = [p.grad for p in modules[name].parameters()
+                 if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), name
+    for before, after in zip(teacher_before, modules.teacher.parameters()):
+        assert torch.equal(before, after)
+
+
+def test_auxiliary_task_adds_weighted_csc_to_the_speaker_loss():
+    modules = csc_modules(
+        objective=AAMSoftmaxLoss(input_size=4, n_classes=3),
+        csc_objective=CSCLoss(N_PROTOTYPES, beta=0.1),
+    )
+    views = InterferedViews([Scaled()], n_views=1, segments=2)
+    labels = torch.tensor([0, 1, 2, 1])
+    wavs = torch.randn(4, 8000)
+    modules.csc_objective.eval()  # the centre stays put between calls
+    task = SupervisedSeparativeTask(views, csc_weight=0.5)
+    outputs = task.forward(modules, wavs, torch.ones(4))
+    total = task.loss(modules, outputs, labels)
+    speaker = task.last_term_tensors["speaker"]
+    csc = modules.csc_objective(
+        outputs["student_logits"], outputs["teacher_logits"],
+        outputs["estimate"], outputs["target"], outputs["lengths"])
+    torch.testing.assert_close(total, speaker + 0.5 * csc)
+    # Weight 0: only the embeddings, the same speaker loss.
+    off = SupervisedSeparativeTask(views, csc_weight=0.0)
+    bare = off.forward(modules, wavs, torch.ones(4))
+    assert set(bare) == {"z"}
+    torch.testing.assert_close(bare["z"], outputs["z"])
+    torch.testing.assert_close(off.loss(modules, bare, labels), speaker)
+    with pytest.raises(ValueError, match="needs the speaker labels"):
+        off.loss(modules, bare)
 
 
 def test_bad_view_configurations_are_named():
-    with pytest.raises(ValueError, match="n_views must be 1"):
-        SeparativeCodingTask(InterferedViews([Scaled()], n_views=2),
-                             segments=2)
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="at least 2 per target"):
         SeparativeCodingTask(InterferedViews([Scaled()], n_views=1))
     with pytest.raises(ValueError, match="memory must be one of"):
         SeparativeCodingTask(InterferedViews([Scaled()], n_views=2),
                              memory="queries")
+    with pytest.raises(ValueError, match="csc_weight"):
+        SupervisedSeparativeTask(InterferedViews([Scaled()], n_views=2),
+                                 csc_weight=-1)
 
 
 def test_view_contrast_groups_follow_the_view_major_rows():
     task = ViewContrastTask(InterferedViews([Scaled()], n_views=3))
     assert task.group_ids(2).tolist() == [0, 1, 0, 1, 0, 1]
+    halves = ViewContrastTask(InterferedViews([Scaled()], segments=2,
+                                              n_views=1))
+    assert halves.group_ids(2).tolist() == [0, 1, 0, 1]

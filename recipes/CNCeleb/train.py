@@ -106,8 +106,38 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
                 )
 
     def on_fit_batch_start(self, batch, should_step):
-        """Remembers the batch's utterance ids for error messages."""
+        """Remembers the batch's ids; warms the learning rate up if set.
+
+        With ``lr_warmup_steps`` W > 0 in the hparams, optimizer step s < W
+        (SpeechBrain's ``optimizer_step``, checkpointed with the Brain)
+        runs at lr_epoch * (s + 1) / W, where lr_epoch is the rate the
+        epoch scheduler set: the param group's lr at the first warm-up step
+        of each epoch, or whenever it is not the rate the warm-up last
+        gave it. Each group keeps lr_epoch in ``base_lr_epoch``, that rate
+        in ``warmup_lr`` and the epoch in ``warmup_epoch`` (checkpointed
+        with the optimizer, so a resumed run continues). At step W every
+        group gets its lr_epoch back and the three keys are removed.
+        """
         self.batch_ids = list(batch.id)
+        if not hasattr(self.hparams, "lr_warmup_steps"):
+            return
+        warmup = self.hparams.lr_warmup_steps or 0
+        step = self.optimizer_step
+        epoch = getattr(getattr(self.hparams, "epoch_counter", None),
+                        "current", None)
+        for group in self.optimizer.param_groups:
+            if step >= warmup and "warmup_lr" not in group:
+                continue
+            if (group.get("warmup_epoch") != epoch
+                    or group["lr"] != group.get("warmup_lr")):
+                group["base_lr_epoch"] = group["lr"]
+                group["warmup_epoch"] = epoch
+            if step < warmup:
+                lr = group["base_lr_epoch"] * (step + 1) / warmup
+                group["lr"] = group["warmup_lr"] = lr
+            else:
+                group["lr"] = group.pop("base_lr_epoch")
+                del group["warmup_lr"], group["warmup_epoch"]
 
     def fit_batch(self, batch):
         """Trains on one batch, or skips it if its loss is NaN/inf."""
@@ -156,15 +186,29 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
         raise NonFiniteLoss
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Counts the terms of a trained batch (never of a skipped one)."""
+        """Counts the terms of a trained batch (never of a skipped one).
+
+        After an optimizer step the task may update state that follows
+        the weights (e.g. CSC's exponential-moving-average teacher).
+        """
         self._accumulate_terms()
+        if should_step:
+            self.hparams.task.on_optimizer_step(self.modules)
 
     def _accumulate_terms(self):
-        """Keeps running sums of a hybrid objective's separate terms."""
-        # hparams hold the objective itself; modules may hold a DDP wrapper.
-        objective = getattr(self.hparams, "objective", None)
+        """Keeps running sums of the terms the task and losses report.
+
+        A hybrid objective reports its separate terms, CSC its information
+        bound and collapse monitors, a task with an auxiliary loss its
+        speaker term.
+        """
+        # hparams hold the modules themselves; self.modules may hold DDP
+        # wrappers, which do not forward attributes.
+        sources = [self.hparams.task, *self.hparams.modules.values()]
+        terms = {}
+        for source in sources:
+            terms.update(getattr(source, "last_term_tensors", None) or {})
         # Detached tensors: summed on the device, read once per stage.
-        terms = getattr(objective, "last_term_tensors", None) or {}
         for name, value in terms.items():
             self.term_sums[name] = self.term_sums.get(name, 0.0) + value
         self.term_count += 1 if terms else 0

@@ -1,6 +1,6 @@
 """Interfering talkers and multi-view interfered batches for CSC.
 
-Contrastive separative coding (METHODS.md, section 2) learns from several
+Contrastive separative coding (docs/csc.md) learns from several
 views of one clean target, each corrupted by a different interfering
 condition: another talker at a random SIR, noise, reverberation. Because
 the mixtures are made here, the clean target is known and is returned with
@@ -12,7 +12,7 @@ Example
 >>> views = InterferedViews([InterferingTalker(sir_low=5, sir_high=5)])
 >>> mixed, lens, clean = views(torch.randn(4, 1600), torch.ones(4))
 >>> mixed.shape, lens.shape, clean.shape
-(torch.Size([8, 1600]), torch.Size([8]), torch.Size([4, 1600]))
+(torch.Size([8, 1600]), torch.Size([8]), torch.Size([8, 1600]))
 >>> views.group_ids(4)
 tensor([0, 1, 2, 3, 0, 1, 2, 3])
 """
@@ -42,9 +42,9 @@ class InterferingTalker(torch.nn.Module):
 
     Interferers come from one of two sources:
 
-    * ``"batch"``: the batch rolled by a random shift in [1, batch - 1], so
-      utterance ``i`` gets utterance ``(i + shift) % batch`` and never
-      itself. In a labelled batch (e.g. P x K sampling) the interferer can
+    * ``"batch"``: utterance ``i`` gets utterance ``(i + s_i) % batch``
+      with ``s_i`` drawn uniformly in [1, batch - 1] for every row, so
+      never itself, and independently of the other rows. In a labelled batch (e.g. P x K sampling) the interferer can
       be the same speaker; CSC is unlabelled, so this is accepted. A batch
       of one has no other utterance and is returned unchanged.
     * a CSV path (SpeechBrain format, ID, duration, wav): for every call,
@@ -133,9 +133,12 @@ class InterferingTalker(torch.nn.Module):
         if self.source == "batch":
             if batch < 2:
                 return waveforms
-            shift = int(torch.randint(1, batch, ()))
-            interferers = waveforms.roll(-shift, dims=0)
-            interferer_lens = valid.roll(-shift, dims=0)
+            # A shift per row: each row draws its own interferer, never
+            # itself, so two views of one target rarely share a talker.
+            shifts = torch.randint(1, batch, (batch,), device=device)
+            source = (torch.arange(batch, device=device) + shifts) % batch
+            interferers = waveforms[source]
+            interferer_lens = valid[source]
         else:
             interferers, interferer_lens = self._read_corpus(batch, n_samples)
             interferers = interferers.to(device, waveforms.dtype)
@@ -204,15 +207,24 @@ class InterferingTalker(torch.nn.Module):
 class InterferedViews(torch.nn.Module):
     """Builds several independently interfered views of each utterance.
 
-    Each view passes the clean batch through the ``interferences`` in list
+    Each view passes clean audio through the ``interferences`` in list
     order; each one is applied to each utterance with its own probability
     and draws its own random condition (interferer, SIR/SNR, RIR), so the
     views of one target differ. With probabilities below 1 a view can come
     out clean. Order matters: an :class:`InterferingTalker` placed after a
     noise adds already-noisy batch rows, and a reverberator placed last
     reverberates the whole mixture (one room for target and interference).
-    The output rows follow SpeechBrain's ``Augmenter`` layout:
-    ``[view 0 of rows 0..B-1; view 1 of rows 0..B-1; ...]``.
+
+    With ``segments`` S >= 2 each crop is first cut into S consecutive
+    segments and every segment gives ``n_views`` views, so the views of a
+    target share its speaker and channel but not its words (a model cannot
+    match them by what is said). Each segment position is interfered as
+    its own batch, so an interfering talker drawn from the batch is always
+    another target, never another segment of the same one.
+
+    The output rows follow SpeechBrain's ``Augmenter`` layout,
+    ``[view 0 of rows 0..B-1; view 1 of rows 0..B-1; ...]``, with the
+    views of segment 0 first.
 
     Arguments
     ---------
@@ -221,26 +233,39 @@ class InterferedViews(torch.nn.Module):
         ``module(waveforms)``), returning waveforms of the same shape, e.g.
         ``[InterferingTalker(), AddNoiseBank(...), AddReverbBank(...)]``.
     n_views : int
-        Number of interfered views per utterance.
+        Interfered views per segment (per crop when ``segments`` is 1).
     probabilities : list of float, optional
         Probability of applying each interference to an utterance; all 1
         if None.
+    segments : int
+        Consecutive segments S each crop is cut into (1: the whole crop).
+
+    Attributes
+    ----------
+    views_per_target : int
+        ``segments * n_views``, the views each target gets.
 
     Example
     -------
-    >>> clean = torch.randn(3, 800)
-    >>> views = InterferedViews([InterferingTalker()], n_views=3)
-    >>> mixed, lens, target = views(clean, torch.ones(3))
-    >>> mixed.shape, bool(target is clean)
-    (torch.Size([9, 800]), True)
-    >>> views.group_ids(3)
-    tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    >>> clean = torch.arange(12.0).reshape(2, 6)
+    >>> halves = InterferedViews([], n_views=1, segments=2)
+    >>> mixed, lens, target = halves(clean, torch.ones(2))
+    >>> mixed
+    tensor([[ 0.,  1.,  2.],
+            [ 6.,  7.,  8.],
+            [ 3.,  4.,  5.],
+            [ 9., 10., 11.]])
+    >>> halves.group_ids(2)
+    tensor([0, 1, 0, 1])
     """
 
-    def __init__(self, interferences, n_views=2, probabilities=None):
+    def __init__(self, interferences, n_views=2, probabilities=None,
+                 segments=1):
         super().__init__()
         if n_views < 1:
             raise ValueError(f"n_views must be at least 1, got {n_views}")
+        if segments < 1:
+            raise ValueError(f"segments must be at least 1, got {segments}")
         if probabilities is None:
             probabilities = [1.0] * len(interferences)
         if len(probabilities) != len(interferences):
@@ -254,10 +279,16 @@ class InterferedViews(torch.nn.Module):
             )
         self.interferences = torch.nn.ModuleList(interferences)
         self.n_views = n_views
+        self.segments = segments
         self.probabilities = list(probabilities)
 
+    @property
+    def views_per_target(self):
+        """Views of each target: ``segments * n_views``."""
+        return self.segments * self.n_views
+
     def forward(self, waveforms, lengths):
-        """Returns the interfered views, their lengths and the clean batch.
+        """Returns the interfered views, their lengths and their clean audio.
 
         Arguments
         ---------
@@ -269,16 +300,21 @@ class InterferedViews(torch.nn.Module):
         Returns
         -------
         views : torch.Tensor
-            [n_views * batch, time] interfered waveforms, view-major.
+            [views_per_target * batch, time / segments] interfered
+            waveforms, view-major.
         view_lens : torch.Tensor
-            [n_views * batch] relative lengths of the views.
+            [views_per_target * batch] relative lengths of the views.
         clean : torch.Tensor
-            The input ``waveforms`` themselves, [batch, time].
+            The clean audio of every view row, same shape as ``views``:
+            the separation target.
         """
-        views = [
-            self._interfere(waveforms, lengths) for _ in range(self.n_views)
-        ]
-        return torch.cat(views), lengths.repeat(self.n_views), waveforms
+        views, view_lens, clean = [], [], []
+        for part, part_lens in self._segments(waveforms, lengths):
+            for _ in range(self.n_views):
+                views.append(self._interfere(part, part_lens))
+                view_lens.append(part_lens)
+                clean.append(part)
+        return torch.cat(views), torch.cat(view_lens), torch.cat(clean)
 
     def group_ids(self, batch_size, device=None):
         """Source row of each view: views of one target share an id.
@@ -293,9 +329,54 @@ class InterferedViews(torch.nn.Module):
         Returns
         -------
         torch.Tensor
-            Long tensor [n_views * batch_size].
+            Long tensor [views_per_target * batch_size].
         """
-        return torch.arange(batch_size, device=device).repeat(self.n_views)
+        return torch.arange(batch_size, device=device).repeat(
+            self.views_per_target
+        )
+
+    def replicate_labels(self, labels):
+        """Each utterance's label for each of its view rows.
+
+        Arguments
+        ---------
+        labels : torch.Tensor
+            ``[batch]`` or ``[batch, 1]`` labels.
+
+        Returns
+        -------
+        torch.Tensor
+            The labels repeated in the views' row order.
+
+        Example
+        -------
+        >>> InterferedViews([], n_views=3).replicate_labels(
+        ...     torch.tensor([4, 7]))
+        tensor([4, 7, 4, 7, 4, 7])
+        """
+        return labels.repeat(self.views_per_target, *labels.shape[1:])
+
+    def _segments(self, waveforms, lengths):
+        """``(segment, relative lengths)`` for each of the S positions."""
+        if self.segments == 1:
+            return [(waveforms, lengths)]
+        n_samples = waveforms.shape[1]
+        length = n_samples // self.segments
+        if length == 0:
+            raise ValueError(
+                f"cannot cut {n_samples} samples into {self.segments} "
+                "segments"
+            )
+        valid = lengths * n_samples
+        parts = []
+        for index in range(self.segments):
+            offset = index * length
+            # Training crops are full (all 1); a segment is never empty.
+            part_lens = ((valid - offset) / length).clamp(
+                min=1.0 / length, max=1.0
+            )
+            parts.append((waveforms[:, offset : offset + length], part_lens))
+        return parts
 
     def _interfere(self, waveforms, lengths):
         """One view: every interference applied with its probability."""

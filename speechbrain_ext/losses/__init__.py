@@ -27,6 +27,7 @@ from speechbrain_ext.losses.aam_supcon import (
     flatten_batch,
 )
 from speechbrain_ext.losses.csc import CSCLoss
+from speechbrain_ext.losses.view_subset import SingleViewLoss
 from speechbrain_ext.losses.weighted_sum import WeightedLossSum
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "AAMSupConLoss",
     "CSCLoss",
     "NTXentLoss",
+    "SingleViewLoss",
     "WeightedLossSum",
     "flatten_batch",
 ]

@@ -11,12 +11,15 @@ Authors
  * speechbrain_ext contributors
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
 from speechbrain_ext.losses.aam_supcon import NORM_EPS, flatten_batch
+from speechbrain_ext.losses.margin_schedule import MarginWarmup
 
 __all__ = ["AAMSoftmaxLoss"]
 
@@ -33,6 +36,13 @@ class AAMSoftmaxLoss(torch.nn.Module):
     The classifier runs in float32 with autocast disabled: at scale 30 a
     half-precision cosine would move the logits by about 0.1.
 
+    Margin warm-up (off by default), as in WeSpeaker: the margin is 0 for
+    the first ``margin_warmup_start`` training calls, then rises linearly
+    to ``margin`` over ``margin_warmup_steps`` calls (see
+    :class:`~speechbrain_ext.losses.margin_schedule.MarginWarmup`). The
+    calls in training mode are counted in the buffer
+    ``margin_warmup.step``, saved with the loss's ``state_dict``.
+
     Arguments
     ---------
     input_size : int
@@ -47,6 +57,10 @@ class AAMSoftmaxLoss(torch.nn.Module):
         A module mapping ``[N, 1, D]`` embeddings to ``[N, 1, C]`` cosine
         logits, e.g. an existing ``ECAPA_TDNN.Classifier``. Built from
         ``input_size`` and ``n_classes`` when omitted.
+    margin_warmup_start : int
+        Training calls made with margin 0 before the ramp starts.
+    margin_warmup_steps : int
+        Training calls of the linear ramp from 0 to ``margin``.
 
     Example
     -------
@@ -57,6 +71,14 @@ class AAMSoftmaxLoss(torch.nn.Module):
     torch.Size([])
     >>> loss.classifier.weight.shape
     torch.Size([5, 8])
+    >>> warming = AAMSoftmaxLoss(input_size=8, n_classes=5,
+    ...                          margin_warmup_start=1, margin_warmup_steps=2)
+    >>> margins = []
+    >>> for _ in range(4):
+    ...     margins.append(warming.current_margin)
+    ...     _ = warming(embeddings, labels)
+    >>> [round(m, 2) for m in margins]
+    [0.0, 0.0, 0.1, 0.2]
     """
 
     def __init__(
@@ -66,6 +88,8 @@ class AAMSoftmaxLoss(torch.nn.Module):
         margin=0.2,
         scale=30.0,
         classifier=None,
+        margin_warmup_start=0,
+        margin_warmup_steps=0,
     ):
         super().__init__()
         if classifier is None:
@@ -75,9 +99,34 @@ class AAMSoftmaxLoss(torch.nn.Module):
                 )
             classifier = Classifier(input_size, out_neurons=n_classes)
         self.classifier = classifier
+        self.margin = float(margin)
         self.aam_loss = LogSoftmaxWrapper(
             AdditiveAngularMargin(margin=margin, scale=scale)
         )
+        self.margin_warmup = MarginWarmup(
+            margin_warmup_start, margin_warmup_steps
+        )
+
+    @property
+    def current_margin(self):
+        """The margin of the next call: ``margin`` after the warm-up."""
+        return self.margin_warmup.margin(self.margin)
+
+    def _use_margin(self, margin):
+        """Sets the margin of SpeechBrain's AdditiveAngularMargin.
+
+        It precomputes cos(m), sin(m) and the fallback's threshold and
+        offset from the margin; all are recomputed here, as its
+        ``__init__`` does.
+        """
+        aam = self.aam_loss.loss_fn
+        if aam.margin == margin:
+            return
+        aam.margin = margin
+        aam.cos_m = math.cos(margin)
+        aam.sin_m = math.sin(margin)
+        aam.th = math.cos(math.pi - margin)
+        aam.mm = math.sin(math.pi - margin) * margin
 
     def _cosine_logits(self, embeddings):
         """Cosines to the class weights, ``[N, 1, n_classes]``.
@@ -113,6 +162,7 @@ class AAMSoftmaxLoss(torch.nn.Module):
             The scalar loss, float32.
         """
         embeddings, labels = flatten_batch(embeddings, labels)
+        self._use_margin(self.current_margin)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             logits = self._cosine_logits(embeddings.float())
             n_classes = logits.shape[-1]
@@ -122,4 +172,6 @@ class AAMSoftmaxLoss(torch.nn.Module):
                     f"labels must lie in [0, {n_classes}) (the classifier's "
                     f"classes), got values in [{lowest}, {highest}]"
                 )
-            return self.aam_loss(logits, labels.unsqueeze(1))
+            loss = self.aam_loss(logits, labels.unsqueeze(1))
+        self.margin_warmup.advance()  # counts training calls only
+        return loss

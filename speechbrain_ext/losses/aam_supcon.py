@@ -26,6 +26,7 @@ from speechbrain_ext.distributed import (
     global_group_ids,
     scale_gradient_by_world_size,
 )
+from speechbrain_ext.losses.margin_schedule import MarginWarmup
 
 __all__ = ["AAMSupConLoss", "NTXentLoss", "flatten_batch"]
 
@@ -123,6 +124,14 @@ class AAMSupConLoss(torch.nn.Module):
     value is the global-batch loss on every rank. Every rank must hold the
     same number of rows. Without a process group the option does nothing.
 
+    Margin warm-up (off by default): the margin is 0 for the first
+    ``margin_warmup_start`` training calls, then rises linearly to
+    ``margin`` over ``margin_warmup_steps`` calls (WeSpeaker's schedule,
+    counted in steps; see
+    :class:`~speechbrain_ext.losses.margin_schedule.MarginWarmup`). The loss
+    counts its calls in training mode in the buffer ``margin_warmup.step``,
+    saved with its ``state_dict``, so a resumed run continues the schedule.
+
     Arguments
     ---------
     margin : float
@@ -134,6 +143,10 @@ class AAMSupConLoss(torch.nn.Module):
         "arc" for cos(theta + m) or "cos" for cos(theta) - m.
     gather_distributed : bool
         Whether to compute the loss over the batches of all DDP ranks.
+    margin_warmup_start : int
+        Training calls made with margin 0 before the ramp starts.
+    margin_warmup_steps : int
+        Training calls of the linear ramp from 0 to ``margin``.
 
     Example
     -------
@@ -146,6 +159,11 @@ class AAMSupConLoss(torch.nn.Module):
     tensor(0.9196)
     >>> AAMSupConLoss(margin=0.0)(embeddings, labels)
     tensor(0.3526)
+    >>> warming = AAMSupConLoss(margin=0.2, margin_warmup_steps=2)
+    >>> [warming(embeddings, labels) for _ in range(3)]
+    [tensor(0.3526), tensor(0.5784), tensor(0.9196)]
+    >>> int(warming.margin_warmup.step), warming.current_margin
+    (3, 0.2)
     """
 
     def __init__(
@@ -154,6 +172,8 @@ class AAMSupConLoss(torch.nn.Module):
         temperature=0.07,
         margin_type="arc",
         gather_distributed=False,
+        margin_warmup_start=0,
+        margin_warmup_steps=0,
     ):
         super().__init__()
         if margin_type not in MARGIN_TYPES:
@@ -169,14 +189,24 @@ class AAMSupConLoss(torch.nn.Module):
         self.temperature = float(temperature)
         self.margin_type = margin_type
         self.gather_distributed = gather_distributed
+        self.margin_warmup = MarginWarmup(
+            margin_warmup_start, margin_warmup_steps
+        )
 
-    def margin_similarity(self, cosine):
+    @property
+    def current_margin(self):
+        """The margin of the next call: ``margin`` after the warm-up."""
+        return self.margin_warmup.margin(self.margin)
+
+    def margin_similarity(self, cosine, margin=None):
         """Returns psi(theta), the similarity of a positive pair.
 
         Arguments
         ---------
         cosine : torch.Tensor
             Cosine similarities cos(theta), any shape.
+        margin : float, optional
+            The margin to apply; ``self.margin`` when omitted.
 
         Returns
         -------
@@ -189,9 +219,11 @@ class AAMSupConLoss(torch.nn.Module):
         >>> loss.margin_similarity(torch.tensor([1.0, 0.0]))
         tensor([ 0.5000, -0.5000])
         """
+        if margin is None:
+            margin = self.margin
         if self.margin_type == "cos":
-            return cosine - self.margin
-        cos_m, sin_m = math.cos(self.margin), math.sin(self.margin)
+            return cosine - margin
+        cos_m, sin_m = math.cos(margin), math.sin(margin)
         cosine = cosine.clamp(-1 + _COS_EPS, 1 - _COS_EPS)
         sine = torch.sqrt(1.0 - cosine**2)
         cos_theta_plus_m = cosine * cos_m - sine * sin_m
@@ -200,7 +232,7 @@ class AAMSupConLoss(torch.nn.Module):
         # decreasing.
         beyond_pi = cosine <= -cos_m
         return torch.where(
-            beyond_pi, cosine - self.margin * sin_m, cos_theta_plus_m
+            beyond_pi, cosine - margin * sin_m, cos_theta_plus_m
         )
 
     def forward(self, embeddings, labels):
@@ -220,10 +252,14 @@ class AAMSupConLoss(torch.nn.Module):
             the global batch, the same on every rank.
         """
         embeddings, labels = flatten_batch(embeddings, labels)
+        margin = self.current_margin
+        self.margin_warmup.advance()  # counts training calls only
         if not self.gather_distributed:
-            return self.batch_loss(embeddings, labels)
+            return self.batch_loss(embeddings, labels, margin)
         embeddings, labels = self.gather_batch(embeddings, labels)
-        return scale_gradient_by_world_size(self.batch_loss(embeddings, labels))
+        return scale_gradient_by_world_size(
+            self.batch_loss(embeddings, labels, margin)
+        )
 
     def gather_batch(self, embeddings, labels):
         """Gathers the rows of every DDP rank (identity without DDP).
@@ -244,7 +280,7 @@ class AAMSupConLoss(torch.nn.Module):
         """
         return gather_with_grad(embeddings), gather_with_grad(labels)
 
-    def batch_loss(self, embeddings, labels):
+    def batch_loss(self, embeddings, labels, margin=None):
         """Computes the loss over the rows given, without gathering.
 
         Arguments
@@ -253,21 +289,26 @@ class AAMSupConLoss(torch.nn.Module):
             Embeddings ``[N, D]``; normalised inside.
         labels : torch.Tensor
             Integer labels ``[N]``.
+        margin : float, optional
+            The margin to apply; :attr:`current_margin` when omitted (the
+            warm-up is not advanced here).
 
         Returns
         -------
         torch.Tensor
             The scalar loss, float32.
         """
+        if margin is None:
+            margin = self.current_margin
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             z = F.normalize(embeddings.float(), dim=1, eps=NORM_EPS)
             cosine = z @ z.T
             n = z.shape[0]
             is_self = torch.eye(n, dtype=torch.bool, device=z.device)
             positive = (labels[:, None] == labels[None, :]) & ~is_self
-            if self.margin > 0:
+            if margin > 0:
                 similarity = torch.where(
-                    positive, self.margin_similarity(cosine), cosine
+                    positive, self.margin_similarity(cosine, margin), cosine
                 )
             else:
                 similarity = cosine

@@ -1,15 +1,30 @@
-"""Contrastive separative coding loss: L = -I(z; g) + beta * L_separation.
+"""Contrastive separative coding loss: self-distillation + separation.
 
-CSC (Wang et al., ICASSP 2021, arXiv 2103.00816) maximises the mutual
-information between each view's representation z_v and the global speaker
-vector g_v aggregated from the other views of the same target, without
+CSC (Wang et al., ICASSP 2021, arXiv 2103.00816) maximises the information
+shared by each interfered view's representation and the global speaker
+vector aggregated from the *other* views of the same target, without
 negative samples, and adds the separation loss of the encoder's mask head.
-The paper's estimator is not public; this module uses the Gaussian one of
-METHODS.md: z and g are treated as jointly Gaussian over the batch and
+The paper's estimator is not public. This module uses self-distillation
+(DINO, Caron et al. 2021; for speakers WeSpeaker's and 3D-Speaker's DINO
+recipes): a teacher's output over K prototypes, centred and sharpened,
+is the target distribution p; the student's softer distribution q predicts
+it by cross-entropy. No negatives are drawn; centring (no prototype may
+dominate) and sharpening (no row may be uniform) keep the teacher from
+collapsing.
 
-    I_G(z; g) = 1/2 [log det S_z + log det S_g - log det S_[z;g]]
+Why this is an information objective: with T ~ p(. | g) the teacher's
+prototype assignment of one side and q(. | z) the student's prediction of
+it from the other side, the Barber-Agakov bound gives
 
-with shrinkage-regularised covariances.
+    I(z; g) >= I(z; T) >= H(T) - E[-log q(T | z)]
+              = H(mean_i p_i) - mean_i CE(p_i, q_i),
+
+so minimising the cross-entropy maximises a lower bound of the mutual
+information (H(T) does not depend on the student). :func:`distillation_
+information` returns this bound over a batch. It is conservative at any
+batch and embedding size: the plug-in H(mean p) is at most log(rows) and
+biased low, unrelated z and g make the cross-entropy exceed it (a bound
+at or below 0), and a collapsed teacher has H(T) = 0.
 
 Authors
  * speechbrain_ext contributors
@@ -23,189 +38,263 @@ from speechbrain_ext.distributed import (
     gather_with_grad,
     scale_gradient_by_world_size,
 )
+from speechbrain_ext.losses.monitors import embedding_health
 from speechbrain_ext.losses.terms import LoggedTerms
 
-__all__ = ["CSCLoss", "gaussian_mutual_information"]
+__all__ = [
+    "CSCLoss",
+    "distillation_information",
+    "entropy",
+    "sinkhorn_knopp",
+    "variance_covariance",
+]
+
+CENTERINGS = ("ema", "sinkhorn")
 
 SEPARATION_LOSSES = {"l1": l1_loss, "mse": mse_loss}
 
 
-def _as_matrix(name, tensor):
-    """Brings ``[N, D]`` or ``[N, 1, D]`` to ``[N, D]``."""
-    if tensor.dim() == 3 and tensor.shape[1] == 1:
-        tensor = tensor.squeeze(1)
-    if tensor.dim() != 2:
-        raise ValueError(
-            f"{name} must be [N, D] or [N, 1, D], got shape "
-            f"{tuple(tensor.shape)}"
-        )
-    return tensor
-
-
-def _logdet(matrix):
-    """log det of a symmetric positive definite matrix, via Cholesky."""
-    factor = torch.linalg.cholesky(matrix)
-    return 2.0 * factor.diagonal().log().sum()
-
-
-def gaussian_mutual_information(z, g, shrinkage=0.1, eps=1e-6):
-    """Mutual information (nats) of z and g if they were jointly Gaussian.
-
-    With C the sample covariance of the rows of ``[z, g]`` (blocks C_z,
-    C_g, C_zg), the covariance is shrunk toward a block-diagonal scaled
-    identity,
-
-        S = (1 - a) C + a blockdiag(tr(C_z)/d_z I, tr(C_g)/d_g I) + eps I,
-
-    and I = 1/2 [log det S_z + log det S_g - log det S], where S_z and S_g
-    are the diagonal blocks of S (i.e. the shrunk marginal covariances).
-    Consequences:
-
-    * I >= 0 (Fischer's inequality), with I = 0 when the cross-covariance
-      is 0, e.g. when g is constant (collapsed): a collapsed g cannot
-      score, whatever its scale.
-    * I = -1/2 sum_i log(1 - rho_i^2) over the canonical correlations
-      rho_i of S, each strictly below 1 because the shrinkage keeps S
-      positive definite: I stays finite even for z = g, and a rank-r g
-      has at most r non-zero rho_i. Concentrating the batch variance in
-      few directions does not pay: for z = g of rank r with equal
-      variances, rho = (1 - a) / (1 - a + a r / d), which for d = 192 and
-      a = 0.1 gives I of about 3.4 nats at r = 1 against 159 at r = d.
-    * I is unchanged by rescaling z or g (the shrinkage targets scale
-      with them), apart from ``eps``, which only keeps S positive definite
-      when a block has (near) zero variance.
-    * With a > 0, S is positive definite even when N <= d_z + d_g, where
-      the sample covariance is singular (e.g. 192-d embeddings in batches
-      of 128); with a = 0 and eps = 0 such a batch has no Cholesky factor.
-
-    In one dimension, with r the sample correlation, this is
-    I = -1/2 log(1 - (1 - a)^2 r^2) (up to ``eps``).
+def entropy(probabilities):
+    """Shannon entropy (nats) of each row of a probability matrix.
 
     Arguments
     ---------
-    z : torch.Tensor
-        ``[N, d_z]``, one row per sample.
-    g : torch.Tensor
-        ``[N, d_g]``, paired row by row with ``z``.
-    shrinkage : float
-        The shrinkage a in [0, 1]; 0 uses the sample covariance as is.
-    eps : float
-        Ridge added to S's diagonal.
+    probabilities : torch.Tensor
+        ``[..., K]``, rows summing to 1.
 
     Returns
     -------
     torch.Tensor
-        Scalar I in nats, in the dtype of the inputs.
+        ``[...]``.
 
     Example
     -------
-    >>> z = torch.tensor([[1.0], [1.0], [-1.0], [-1.0]])
-    >>> g = torch.tensor([[1.75], [0.25], [-0.25], [-1.75]])  # r = 0.8
-    >>> gaussian_mutual_information(z, g, shrinkage=0.0, eps=0.0)
-    tensor(0.5108)
+    >>> entropy(torch.tensor([[0.5, 0.5], [1.0, 0.0]])).abs()
+    tensor([0.6931, 0.0000])
     """
-    n_samples, dim_z = z.shape
-    dim_g = g.shape[1]
-    joint = torch.cat([z, g], dim=1)
-    centered = joint - joint.mean(dim=0, keepdim=True)
-    covariance = centered.T @ centered / (n_samples - 1)
-    variances = covariance.diagonal()
-    scale_z = variances[:dim_z].mean()
-    scale_g = variances[dim_z:].mean()
-    target = torch.cat(
-        [scale_z.expand(dim_z), scale_g.expand(dim_g)]
-    ).diag_embed()
-    identity = torch.eye(dim_z + dim_g, dtype=z.dtype, device=z.device)
-    shrunk = (1 - shrinkage) * covariance + shrinkage * target + eps * identity
-    return 0.5 * (
-        _logdet(shrunk[:dim_z, :dim_z])
-        + _logdet(shrunk[dim_z:, dim_z:])
-        - _logdet(shrunk)
+    return (probabilities * probabilities.clamp(min=1e-30).log()).sum(-1).neg()
+
+
+def distillation_information(teacher_probs, student_log_probs):
+    """Barber-Agakov lower bound (nats) of I(student side; teacher side).
+
+    ``H(mean_i p_i) - mean_i CE(p_i, q_i)``, where ``p_i`` is the teacher's
+    distribution over prototypes for row i and ``q_i`` the student's
+    prediction of it from the paired representation.
+
+    Arguments
+    ---------
+    teacher_probs : torch.Tensor
+        ``[N, K]`` teacher distributions p.
+    student_log_probs : torch.Tensor
+        ``[N, K]`` student log-distributions log q.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar bound; at most ``log K`` and ``log N``, negative when the
+        student predicts the teacher worse than ignoring it would.
+
+    Example
+    -------
+    Two rows, each sure of a different prototype, predicted with 0.9
+    confidence: H(mean p) = log 2, CE = -log 0.9.
+
+    >>> p = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> q = torch.tensor([[0.9, 0.1], [0.1, 0.9]])
+    >>> bound = distillation_information(p, q.log())
+    >>> round(bound.item(), 4)  # log 2 + log 0.9
+    0.5878
+    """
+    marginal_entropy = entropy(teacher_probs.mean(dim=0))
+    cross_entropy = -(teacher_probs * student_log_probs).sum(dim=1).mean()
+    return marginal_entropy - cross_entropy
+
+
+def sinkhorn_knopp(logits, temperature, iterations=3):
+    """Balanced, sharpened assignments of rows to prototypes (SwAV, DINOv2).
+
+    Starts from ``softmax(logits / temperature)`` and alternately
+    normalises the prototype marginals to ``1 / K`` and the row sums to
+    1, so that across the batch every prototype gets (nearly, after a few
+    rounds) the same mass. A
+    batch can then neither put all rows on one prototype nor leave every
+    row uniform, the two ways self-distillation collapses.
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[N, K]`` teacher logits.
+    temperature : float
+        Sharpening temperature.
+    iterations : int
+        Normalisation rounds.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, K]``, each row a distribution.
+
+    Example
+    -------
+    All rows prefer prototype 0; balancing spreads them over both.
+
+    >>> logits = torch.tensor([[1.0, 0.0], [0.9, 0.0], [0.8, 0.0],
+    ...                        [0.7, 0.0]])
+    >>> assignments = sinkhorn_knopp(logits, temperature=0.1)
+    >>> torch.allclose(assignments.sum(dim=1), torch.ones(4))
+    True
+    >>> assignments.mean(dim=0).round(decimals=2)  # was 0.99 / 0.01
+    tensor([0.4900, 0.5100])
+    """
+    scaled = logits.float() / temperature
+    # [K, N]: exp of logits minus the global max (no overflow).
+    assignments = (scaled - scaled.max()).exp().T
+    n_prototypes, n_rows = assignments.shape
+    assignments = assignments / assignments.sum()
+    for _ in range(iterations):
+        assignments = assignments / assignments.sum(dim=1, keepdim=True)
+        assignments = assignments / n_prototypes
+        assignments = assignments / assignments.sum(dim=0, keepdim=True)
+        assignments = assignments / n_rows
+    return (assignments * n_rows).T
+
+
+def variance_covariance(embeddings, eps=1e-4):
+    """VICReg's variance and covariance terms of a batch of embeddings.
+
+    Arguments
+    ---------
+    embeddings : torch.Tensor
+        ``[N, D]`` or ``[N, 1, D]``.
+    eps : float
+        Added to the variances before the square root.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``mean_d relu(1 - sqrt(var_d + eps))`` and the sum of the squared
+        off-diagonal covariances divided by D.
+
+    Example
+    -------
+    >>> z = torch.tensor([[2.0, 0.0], [-2.0, 0.0]])  # dim 1 never varies
+    >>> variance, covariance = variance_covariance(z, eps=0.0)
+    >>> variance.item(), covariance.item()
+    (0.5, 0.0)
+    """
+    flat = embeddings.reshape(-1, embeddings.shape[-1]).float()
+    centred = flat - flat.mean(dim=0, keepdim=True)
+    covariance = centred.T @ centred / max(len(flat) - 1, 1)
+    std = (covariance.diagonal() + eps).sqrt()
+    off_diagonal = covariance - torch.diag_embed(covariance.diagonal())
+    return (
+        F.relu(1.0 - std).mean(),
+        off_diagonal.pow(2).sum() / flat.shape[1],
     )
 
 
 class CSCLoss(LoggedTerms, torch.nn.Module):
-    """Negative-free CSC objective: -I_G(z; g) + beta * separation loss.
+    """Negative-free CSC objective: distillation CE + beta * separation.
 
-    ``z`` holds each view's own representation and ``g`` the global
-    speaker vector of the same view (e.g. ``CrossViewAttention``'s output,
-    back in the stacked-views row order). The mutual information is
-    estimated over the N rows of the batch by
-    :func:`gaussian_mutual_information`: maximising it makes g
-    predictable from z *and* keeps g's batch covariance full-rank, because
-    a collapsed g has no covariance with z and scores I = 0 (see that
-    function for why the shrinkage keeps this true in high dimension).
-    The separation loss is the L1 or squared error between the mask head's
-    estimate and the clean target's features, averaged over the valid
-    frames (``lengths``) and features, as SpeechBrain's ``l1_loss`` /
-    ``mse_loss`` do.
+    Each student row is paired with the teacher row at the same index
+    (e.g. a view's embedding z_v with the teacher's global vector g_v of
+    the other views, and the student's g_v with the teacher's z_v; see
+    :class:`~speechbrain_ext.tasks.SeparativeCodingTask`). Both sides are
+    logits over the same K prototypes
+    (:class:`~speechbrain_ext.lobes.PrototypeHead`). With ``c`` the
+    running centre of the teacher logits,
 
-    Scales: I is in nats and grows with the dimension (at most about
-    ``0.83 * d`` for a = 0.1); the separation loss is in feature units (dB
-    for SpeechBrain's ``Fbank``). ``beta`` balances the two.
+        p = softmax((t - c) / tau_t),   q = softmax(s / tau_s),
+        L = mean_i CE(p_i, q_i) - lambda * H(mean_i q_i) + beta * L_sep
+            + mu * V(z) + nu * C(z),
 
-    Everything runs in float32 with autocast disabled, so half-precision
-    inputs and mixed-precision training give the float32 value.
+    and after each training call ``c <- m c + (1 - m) mean_i t_i``. The
+    optional mean-entropy term (``lambda``, as in SDPN/MSN) rewards a
+    student that uses many prototypes across the batch; centring alone
+    usually suffices. V and C are the variance and covariance terms of
+    VICReg (Bardes et al., 2022) on the student's embeddings z, as RDINO
+    adds them to DINO for speakers: V = mean_d relu(1 - std_d(z)) keeps
+    every dimension varying across the batch, C = sum of the squared
+    off-diagonal covariances / D decorrelates them; both are off (0) by
+    default. The separation loss is the L1 or squared error
+    between the mask head's estimate and the clean target's features over
+    the valid frames, as SpeechBrain's ``l1_loss`` / ``mse_loss``.
 
-    Under DDP, ``gather_distributed=True`` gathers the z and g rows of all
-    ranks (:func:`~speechbrain_ext.distributed.gather_with_grad`), so the
-    covariances are estimated over the global batch, and rescales the
-    MI's gradient for DDP's averaging. The separation loss stays local:
-    it is a mean over rows, which DDP's averaging already turns into the
-    global mean (exactly so when the ranks have as many valid frames; a
-    mean of the ranks' means otherwise). One DDP step then equals the
-    single-process step on the global batch. Every rank must hold the
-    same number of rows. Without a process group the option does nothing.
+    Everything runs in float32 with autocast disabled. Under DDP,
+    ``gather_distributed=True`` gathers the rows of every rank, so the
+    centre and the logged bound are those of the global batch; the
+    gradient is rescaled for DDP's averaging.
 
     Arguments
     ---------
+    n_prototypes : int
+        K, the width of the logits (sizes the centre buffer).
+    teacher_temperature : float
+        tau_t; low values sharpen the targets (DINO: 0.04-0.07).
+    student_temperature : float
+        tau_s (DINO: 0.1).
+    center_momentum : float
+        m of the running centre.
+    centering : str
+        ``"ema"``: subtract the running centre c (DINO); ``"sinkhorn"``:
+        balance the sharpened teacher distributions over the prototypes
+        across the batch (:func:`sinkhorn_knopp`, as DINOv2), which holds
+        off collapse far more firmly in short trainings; the running
+        centre is then only kept for logging.
     beta : float
         Weight of the separation loss.
-    shrinkage : float
-        Covariance shrinkage a in [0, 1].
+    mean_entropy_weight : float
+        lambda of the mean-entropy term (0: off).
+    variance_weight : float
+        mu of the variance term on the embeddings (0: off).
+    covariance_weight : float
+        nu of the covariance term on the embeddings (0: off).
     separation : str
         "l1" or "mse".
-    normalize : bool
-        Whether to L2-normalise the rows of z and g before the estimate
-        (the MI is then that of the directions, which cosine scoring uses).
-    eps : float
-        Ridge of the covariance, see :func:`gaussian_mutual_information`.
     gather_distributed : bool
-        Whether to estimate the MI over the batches of all DDP ranks.
+        Whether to use the rows of all DDP ranks.
 
     Attributes
     ----------
     last_terms : dict
-        ``"mi"`` (nats; of the global batch with ``gather_distributed``)
-        and, when an estimate was given, ``"separation"`` of the last
-        call, as floats for logging (``last_term_tensors``: detached
-        tensors, read without a device sync).
+        ``"information"`` (the bound of :func:`distillation_information`,
+        nats), ``"cross_entropy"``, ``"teacher_entropy"`` and
+        ``"student_entropy"`` (mean per-row entropies: a teacher entropy
+        near 0 with a marginal near 0 is collapse to one prototype, near
+        log K is collapse to uniform), ``"teacher_marginal_entropy"``
+        (entropy of the batch-mean teacher distribution), and when given
+        ``"separation"``, ``"emb_std"`` and ``"emb_rank"`` (see
+        :func:`~speechbrain_ext.losses.monitors.embedding_health`).
 
     Example
     -------
-    >>> generator = torch.Generator().manual_seed(0)
-    >>> z = torch.randn(64, 4, generator=generator)
-    >>> g = z + 0.5 * torch.randn(64, 4, generator=generator)
-    >>> estimate, target = torch.zeros(64, 10, 3), torch.ones(64, 10, 3)
-    >>> loss = CSCLoss(beta=0.5)
-    >>> value = loss(z, g, estimate, target)
+    >>> loss = CSCLoss(n_prototypes=4, beta=0.5)
+    >>> student = torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0]])
+    >>> teacher = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    >>> estimate, target = torch.zeros(2, 5, 3), torch.ones(2, 5, 3)
+    >>> value = loss(student, teacher, estimate, target)
     >>> terms = loss.last_terms
     >>> terms["separation"]
     1.0
-    >>> abs(value.item() - (-terms["mi"] + 0.5 * 1.0)) < 1e-5
+    >>> abs(value.item() - (terms["cross_entropy"] + 0.5)) < 1e-5
     True
-    >>> collapsed = torch.ones(64, 4)  # g carries no information about z
-    >>> abs(loss(z, collapsed).item()) < 1e-6
-    True
+    >>> loss.center[0, :2]  # moved 10% of the way to the batch mean
+    tensor([0.0500, 0.0500])
     """
 
     def __init__(
         self,
+        n_prototypes,
+        teacher_temperature=0.04,
+        student_temperature=0.1,
+        center_momentum=0.9,
+        centering="ema",
         beta=1.0,
-        shrinkage=0.1,
+        mean_entropy_weight=0.0,
+        variance_weight=0.0,
+        covariance_weight=0.0,
         separation="l1",
-        normalize=False,
-        eps=1e-6,
         gather_distributed=False,
     ):
         super().__init__()
@@ -214,48 +303,70 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
                 f"separation must be one of {sorted(SEPARATION_LOSSES)}, "
                 f"got {separation!r}"
             )
-        if not 0.0 <= shrinkage <= 1.0:
-            raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        if eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
+        if teacher_temperature <= 0 or student_temperature <= 0:
+            raise ValueError(
+                "temperatures must be positive, got teacher "
+                f"{teacher_temperature} and student {student_temperature}"
+            )
+        if centering not in CENTERINGS:
+            raise ValueError(
+                f"centering must be one of {CENTERINGS}, got {centering!r}"
+            )
+        if not 0.0 <= center_momentum < 1.0:
+            raise ValueError(
+                f"center_momentum must be in [0, 1), got {center_momentum}"
+            )
+        weights = dict(beta=beta, mean_entropy_weight=mean_entropy_weight,
+                       variance_weight=variance_weight,
+                       covariance_weight=covariance_weight)
+        negative = {name: w for name, w in weights.items() if w < 0}
+        if negative:
+            raise ValueError(f"weights must be >= 0, got {negative}")
+        self.teacher_temperature = float(teacher_temperature)
+        self.student_temperature = float(student_temperature)
+        self.center_momentum = float(center_momentum)
+        self.centering = centering
         self.beta = float(beta)
-        self.shrinkage = float(shrinkage)
+        self.mean_entropy_weight = float(mean_entropy_weight)
+        self.variance_weight = float(variance_weight)
+        self.covariance_weight = float(covariance_weight)
         self.separation = separation
-        self.normalize = normalize
-        self.eps = float(eps)
         self.gather_distributed = gather_distributed
+        self.register_buffer("center", torch.zeros(1, int(n_prototypes)))
 
-    def mutual_information(self, z, g):
-        """Returns the Gaussian MI estimate (nats) of paired rows.
+    def teacher_probabilities(self, teacher_logits):
+        """Centred (or balanced), sharpened teacher distributions ``[N, K]``."""
+        if self.centering == "sinkhorn":
+            return sinkhorn_knopp(teacher_logits, self.teacher_temperature)
+        centred = teacher_logits.float() - self.center
+        return F.softmax(centred / self.teacher_temperature, dim=1)
+
+    def student_log_probabilities(self, student_logits):
+        """Student log-distributions ``[N, K]``."""
+        return F.log_softmax(
+            student_logits.float() / self.student_temperature, dim=1
+        )
+
+    def information(self, student_logits, teacher_logits):
+        """The bound of :func:`distillation_information` for paired logits.
 
         Arguments
         ---------
-        z : torch.Tensor
-            ``[N, D]`` or ``[N, 1, D]``.
-        g : torch.Tensor
-            ``[N, D']`` or ``[N, 1, D']``.
+        student_logits : torch.Tensor
+            ``[N, K]``.
+        teacher_logits : torch.Tensor
+            ``[N, K]``, row i paired with the student's row i.
 
         Returns
         -------
         torch.Tensor
-            Scalar, float32.
+            Scalar, nats.
         """
-        z = _as_matrix("z", z)
-        g = _as_matrix("g", g)
-        if z.shape[0] != g.shape[0]:
-            raise ValueError(f"z has {z.shape[0]} rows but g has {g.shape[0]}")
-        if z.shape[0] < 2:
-            raise ValueError(
-                f"the MI estimate needs at least 2 rows, got {z.shape[0]}"
-            )
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            z, g = z.float(), g.float()
-            if self.normalize:
-                z, g = F.normalize(z, dim=1), F.normalize(g, dim=1)
-            return gaussian_mutual_information(
-                z, g, shrinkage=self.shrinkage, eps=self.eps
+        with torch.autocast(device_type=student_logits.device.type,
+                            enabled=False):
+            return distillation_information(
+                self.teacher_probabilities(teacher_logits),
+                self.student_log_probabilities(student_logits),
             )
 
     def separation_loss(self, estimate, target, lengths=None):
@@ -289,23 +400,33 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
                 allowed_len_diff=0,
             )
 
-    def forward(self, z, g, estimate=None, target=None, lengths=None):
+    def forward(
+        self,
+        student_logits,
+        teacher_logits,
+        estimate=None,
+        target=None,
+        lengths=None,
+        embeddings=None,
+    ):
         """Computes the loss of one batch.
 
         Arguments
         ---------
-        z : torch.Tensor
-            Per-view representations ``[N, D]`` or ``[N, 1, D]``.
-        g : torch.Tensor
-            Global speaker vectors ``[N, D']`` or ``[N, 1, D']``, row i
-            belonging to the same view as ``z``'s row i.
+        student_logits : torch.Tensor
+            ``[N, K]`` prototype logits of the student rows.
+        teacher_logits : torch.Tensor
+            ``[N, K]`` prototype logits of the paired teacher rows (no
+            gradient flows into them).
         estimate : torch.Tensor, optional
-            Mask-head estimate ``[N, T, F]``; with it, ``target`` is
-            required. Without both, the loss is -I alone.
+            Mask-head estimate ``[M, T, F]``; with it, ``target`` is
+            required. Without both, the loss is the distillation alone.
         target : torch.Tensor, optional
-            Clean target features ``[N, T, F]``.
+            Clean target features ``[M, T, F]``.
         lengths : torch.Tensor, optional
-            Relative lengths ``[N]`` of ``estimate`` / ``target``.
+            Relative lengths ``[M]`` of ``estimate`` / ``target``.
+        embeddings : torch.Tensor, optional
+            Student embeddings, only for the health monitors.
 
         Returns
         -------
@@ -317,17 +438,58 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
                 "estimate and target go together: got only the "
                 + ("estimate" if target is None else "target")
             )
+        if student_logits.shape != teacher_logits.shape:
+            raise ValueError(
+                f"student logits {tuple(student_logits.shape)} and teacher "
+                f"logits {tuple(teacher_logits.shape)} must pair row by row"
+            )
+        if student_logits.shape[1] != self.center.shape[1]:
+            raise ValueError(
+                f"logits have {student_logits.shape[1]} prototypes, the "
+                f"loss was built for n_prototypes={self.center.shape[1]}"
+            )
+        teacher_logits = teacher_logits.detach()
         if self.gather_distributed:
-            z = gather_with_grad(_as_matrix("z", z))
-            g = gather_with_grad(_as_matrix("g", g))
-        mutual_information = self.mutual_information(z, g)
-        loss = -mutual_information
+            student_logits = gather_with_grad(student_logits)
+            teacher_logits = gather_with_grad(teacher_logits)
+        with torch.autocast(device_type=student_logits.device.type,
+                            enabled=False):
+            teacher = self.teacher_probabilities(teacher_logits)
+            log_student = self.student_log_probabilities(student_logits)
+            cross_entropy = -(teacher * log_student).sum(dim=1).mean()
+            student_marginal = entropy(log_student.exp().mean(dim=0))
+        loss = cross_entropy - self.mean_entropy_weight * student_marginal
         if self.gather_distributed:
             loss = scale_gradient_by_world_size(loss)
-        terms = {"mi": mutual_information.detach()}
+        teacher_marginal = entropy(teacher.mean(dim=0))
+        terms = {
+            "information": (teacher_marginal - cross_entropy).detach(),
+            "cross_entropy": cross_entropy.detach(),
+            "teacher_entropy": entropy(teacher).mean().detach(),
+            "student_entropy": entropy(log_student.exp()).mean().detach(),
+            "teacher_marginal_entropy": teacher_marginal.detach(),
+        }
         if estimate is not None:
             separation = self.separation_loss(estimate, target, lengths)
             terms["separation"] = separation.detach()
             loss = loss + self.beta * separation
+        if embeddings is not None:
+            terms.update(embedding_health(embeddings))
+            if self.variance_weight or self.covariance_weight:
+                variance, covariance = variance_covariance(embeddings)
+                terms["variance"] = variance.detach()
+                terms["covariance"] = covariance.detach()
+                loss = (loss + self.variance_weight * variance
+                        + self.covariance_weight * covariance)
+        if self.training:
+            self._update_center(teacher_logits)
         self.last_term_tensors = terms
         return loss
+
+    @torch.no_grad()
+    def _update_center(self, teacher_logits):
+        """Moves the centre toward the batch mean of the teacher logits."""
+        batch_mean = teacher_logits.float().mean(dim=0, keepdim=True)
+        self.center.mul_(self.center_momentum).add_(
+            batch_mean, alpha=1.0 - self.center_momentum
+        )

@@ -1,0 +1,84 @@
+"""Collapse monitors of a batch of embeddings, for training logs.
+
+Self-supervised objectives without negatives can collapse: every input
+mapped to one point (the spread vanishes) or to a low-dimensional subspace
+(the rank drops). Logging both each epoch shows it long before the
+validation EER does.
+
+Authors
+ * speechbrain_ext contributors
+"""
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["effective_rank", "embedding_health"]
+
+
+def effective_rank(embeddings):
+    """Effective rank (Roy and Vetterli, 2007) of a batch of row vectors.
+
+    ``exp(H(s / sum(s)))`` of the singular values ``s`` of the centred
+    rows: 1 when the batch varies along one direction, ``min(N, D)`` when
+    it fills every direction equally.
+
+    Arguments
+    ---------
+    embeddings : torch.Tensor
+        ``[N, D]``.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar in [1, min(N, D)] (0 for a constant batch).
+
+    Example
+    -------
+    >>> round(effective_rank(torch.eye(4)).item(), 3)  # 3 centred dims
+    3.0
+    >>> effective_rank(torch.ones(5, 3)).item()
+    0.0
+    """
+    embeddings = embeddings.float()
+    centred = embeddings - embeddings.mean(0, keepdim=True)
+    singular = torch.linalg.svdvals(centred)
+    total = singular.sum()
+    # Rounding leaves a constant batch a tiny spread, not a direction.
+    scale = embeddings.norm(dim=1).mean()
+    if total <= 1e-5 * scale or total == 0:
+        return total.new_zeros(())
+    share = singular / total
+    share = share[share > 0]
+    return torch.exp(-(share * share.log()).sum())
+
+
+@torch.no_grad()
+def embedding_health(embeddings):
+    """Spread and effective rank of L2-normalised embeddings.
+
+    Arguments
+    ---------
+    embeddings : torch.Tensor
+        ``[N, D]`` or ``[N, 1, D]``.
+
+    Returns
+    -------
+    dict
+        ``"emb_std"``: standard deviation over the batch of each dimension
+        of the unit-norm embeddings, averaged over dimensions (about
+        ``1 / sqrt(D)`` for directions spread over the sphere, 0 for a
+        collapsed batch); ``"emb_rank"``: :func:`effective_rank`. Both are
+        detached scalar tensors.
+
+    Example
+    -------
+    >>> health = embedding_health(torch.ones(8, 1, 4))
+    >>> float(health["emb_std"]), float(health["emb_rank"])
+    (0.0, 0.0)
+    """
+    flat = embeddings.reshape(-1, embeddings.shape[-1]).float()
+    unit = F.normalize(flat, dim=1)
+    return {
+        "emb_std": unit.std(dim=0).mean(),
+        "emb_rank": effective_rank(unit),
+    }
