@@ -44,9 +44,10 @@ class InterferingTalker(torch.nn.Module):
 
     * ``"batch"``: utterance ``i`` gets utterance ``(i + s_i) % batch``
       with ``s_i`` drawn uniformly in [1, batch - 1] for every row, so
-      never itself, and independently of the other rows. In a labelled batch (e.g. P x K sampling) the interferer can
-      be the same speaker; CSC is unlabelled, so this is accepted. A batch
-      of one has no other utterance and is returned unchanged.
+      never itself, and independently of the other rows. In a labelled
+      batch (e.g. P x K sampling) the interferer can be the same
+      speaker; CSC is unlabelled, so this is accepted. A batch of one
+      has no other utterance and is returned unchanged.
     * a CSV path (SpeechBrain format, ID, duration, wav): for every call,
       random rows are picked and a random segment of each file is read
       with :func:`speechbrain_ext.audio.load_audio`. Nothing is kept in

@@ -84,7 +84,7 @@ class PrototypeHead(torch.nn.Module):
             self.register_buffer("prototypes", prototypes)
 
     def forward(self, embeddings):
-        """Cosine logits ``[N, K]`` of embeddings ``[N, D]`` or ``[N, 1, D]``."""
+        """Cosine logits ``[N, K]`` of embeddings ``[N, (1,) D]``."""
         flat = embeddings.reshape(-1, embeddings.shape[-1])
         bottleneck = F.normalize(self.mlp(flat), dim=1)
         return bottleneck @ F.normalize(self.prototypes, dim=1).T
