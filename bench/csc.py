@@ -343,6 +343,33 @@ def learning_curves(out, seeds, systems, ssl_epochs):
     return curves
 
 
+MONITORS = ("loss_information", "loss_teacher_entropy",
+            "loss_teacher_marginal_entropy", "loss_emb_std", "loss_emb_rank",
+            "loss_separation")
+
+
+def collapse_monitors(out, seeds, systems):
+    """Per-epoch training monitors of the CSC runs, from their logs.
+
+    Returns system -> seed -> list of ``{"epoch", monitor: value}``.
+    """
+    monitors = {}
+    for system in systems:
+        if system not in ("csc", "aam_softmax_csc"):
+            continue
+        monitors[system] = {}
+        for seed in seeds:
+            records = read_learning_curve(os.path.join(
+                out, "runs", system, str(seed), "train_log.txt"))
+            monitors[system][str(seed)] = [
+                {"epoch": record["epoch"],
+                 **{name: record["train"][name] for name in MONITORS
+                    if name in record["train"]}}
+                for record in records
+            ]
+    return monitors
+
+
 def summarize(records, conditions):
     """System -> condition -> seed summary of EER and minDCF.
 
@@ -392,6 +419,21 @@ def sir_curves(summary):
                 points[float(condition.sir_db)] = stats["EER"]["mean"]
         curves[LABELS[system]] = points
     return curves
+
+
+def write_labelled_budget(report, path):
+    """(c) against (d), the comparison at an equal labelled budget, alone."""
+    pair = ("csc_finetune", "aam_softmax_labelled")
+    subset = {
+        "command": report["command"],
+        "config": report["config"],
+        "summary": {name: report["summary"][name] for name in pair
+                    if name in report["summary"]},
+        "paired": {name: result for name, result in report["paired"].items()
+                   if name.startswith("csc_finetune_vs_")},
+    }
+    with open(path, "w", encoding="utf-8") as fout:
+        json.dump(subset, fout, indent=2)
 
 
 def parse_args(argv=None):
@@ -487,6 +529,7 @@ def main(argv=None):
                                for seed, points in by_seed.items()}
                        for label, by_seed in curves.items()},
             "curves_table": curves_table(curves),
+            "monitors": collapse_monitors(out, args.seeds, args.systems),
             "benchmark_seconds_this_call": time.time() - start,
         },
         lambda report: markdown(report["summary"], args.conditions),
@@ -494,6 +537,7 @@ def main(argv=None):
         "bench.csc",
         argv,
     )
+    write_labelled_budget(report, os.path.join(out, "csc_labelled_budget.json"))
     with open(os.path.join(out, "csc.md"), "w", encoding="utf-8") as fout:
         fout.write(report["table"] + "\n\n")
         fout.write("Paired bootstrap over test speakers (95%):\n\n")

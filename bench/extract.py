@@ -23,12 +23,26 @@ initialised ECAPA-TDNN of the recipe's size (C=512, 80 mels, 192-d) exported
 with :func:`speechbrain_ext.export.export_encoder`: weights do not change
 the speed.
 
+``--backends torch onnx`` adds, side by side in the same run, rows of the
+same extractor settings running the model in ONNX Runtime
+(:class:`speechbrain_ext.onnx_backend.OnnxEncoder` on the graph that
+:func:`speechbrain_ext.onnx_export.export_onnx` writes for the model,
+front end included; needs ``pip install speechbrain_ext[onnx]``). Their
+``speed_up`` is also over the per-file torch loop, their ``agreement``
+against its embeddings, and an ONNX batch-size-1 control on the same files
+checks the graph where nothing is padded. ``--threads`` sets torch's
+intra-op threads and ONNX Runtime's ``intra_op_num_threads`` alike; the
+report states both.
+
 Run from the repository root::
 
     python -m bench.extract --data_folder ../shared/data/speakers \\
         --out results/bench/extract.json
     python -m bench.extract --data_folder ../shared/data/speakers \\
         --n_files 64 --batch_sizes 16 --workers 0 --out /tmp/extract.json
+    python -m bench.extract --data_folder ../shared/data/speakers \\
+        --n_files 600 --threads 1 --backends torch onnx \\
+        --out bench/results/extract.json
 """
 
 import argparse
@@ -258,7 +272,13 @@ def measure(name, function, load_averages):
 
 
 def run_benchmark(
-    encoder, items, batch_sizes, workers, repeats=1, warmup_files=8
+    encoder,
+    items,
+    batch_sizes,
+    workers,
+    repeats=1,
+    warmup_files=8,
+    onnx_encoder=None,
 ):
     """Times the per-file loop and each extractor setting on ``items``.
 
@@ -277,30 +297,46 @@ def run_benchmark(
         other processes on the machine only ever add time.
     warmup_files : int
         Files embedded by each method before timing starts.
+    onnx_encoder : speechbrain_ext.onnx_backend.OnnxEncoder, optional
+        The same model in ONNX Runtime: each extractor setting is then also
+        timed with it, right after the torch one.
 
     Returns
     -------
     dict
         ``rows`` (one per method), ``audio_seconds``, ``durations``, the
-        batch-size-1 ``control`` and the 1-minute ``load_average`` before and
-        after each run.
+        batch-size-1 ``control`` (and ``onnx_control``) and the 1-minute
+        ``load_average`` before and after each run.
     """
+    backends = {"torch": encoder}
+    if onnx_encoder is not None:
+        backends["onnx"] = onnx_encoder
     warmup = items[:warmup_files]
     embed_per_file(encoder, warmup)
-    EmbeddingExtractor(encoder, batch_size=len(warmup))(warmup, desc="warm-up")
+    for model in backends.values():
+        EmbeddingExtractor(model, batch_size=len(warmup))(
+            warmup, desc="warm-up"
+        )
 
-    settings = [(size, count) for size in batch_sizes for count in workers]
+    settings = [
+        (size, count, backend)
+        for size in batch_sizes
+        for count in workers
+        for backend in backends
+    ]
     times, load, extracted = {}, {}, {}
     for _ in range(repeats):
         (reference, num_samples), seconds = measure(
             "per-file", lambda: embed_per_file(encoder, items), load
         )
         times.setdefault("per-file", []).append(seconds)
-        for batch_size, num_workers in settings:
+        for batch_size, num_workers, backend in settings:
             extractor = EmbeddingExtractor(
-                encoder, batch_size=batch_size, num_workers=num_workers
+                backends[backend],
+                batch_size=batch_size,
+                num_workers=num_workers,
             )
-            name = f"extractor bs={batch_size} workers={num_workers}"
+            name = _setting_name(batch_size, num_workers, backend)
             (ids, embeddings), seconds = measure(
                 name, lambda: extractor(items, desc=name), load
             )
@@ -314,20 +350,24 @@ def run_benchmark(
     rows = [
         _row("per-file", 1, 0, times["per-file"], baseline, audio_seconds)
     ]
-    for batch_size, num_workers in settings:
-        name = f"extractor bs={batch_size} workers={num_workers}"
+    for batch_size, num_workers, backend in settings:
+        name = _setting_name(batch_size, num_workers, backend)
         extractor, embeddings = extracted[name]
         row = _row(
-            "EmbeddingExtractor",
+            METHODS[backend],
             batch_size,
             num_workers,
             times[name],
             baseline,
             audio_seconds,
         )
+        if onnx_encoder is not None:
+            row["backend"] = BACKEND_NAMES[backend]
         row["padding"] = padding_fraction(extractor, num_samples)
         row["agreement"] = compare_embeddings(reference, embeddings)
         rows.append(row)
+    if onnx_encoder is not None:
+        rows[0]["backend"] = BACKEND_NAMES["torch"]
     for row in rows:
         row["files_per_second"] = len(items) / row["seconds"]
 
@@ -336,6 +376,15 @@ def run_benchmark(
     _, control = EmbeddingExtractor(encoder, batch_size=1)(
         subset, desc="control bs=1"
     )
+    controls = {}
+    if onnx_encoder is not None:
+        _, onnx_control = EmbeddingExtractor(onnx_encoder, batch_size=1)(
+            subset, desc="ONNX control bs=1"
+        )
+        controls["onnx_control"] = {
+            "n_files": len(subset),
+            **compare_embeddings(reference[: len(subset)], onnx_control),
+        }
     return {
         "rows": rows,
         "repeats": repeats,
@@ -349,8 +398,23 @@ def run_benchmark(
             "n_files": len(subset),
             **compare_embeddings(reference[: len(subset)], control),
         },
+        **controls,
         "load_average": load,
     }
+
+
+# Row labels of the extractor's backends.
+METHODS = {
+    "torch": "EmbeddingExtractor",
+    "onnx": "EmbeddingExtractor + ONNX Runtime",
+}
+BACKEND_NAMES = {"torch": "torch", "onnx": "onnxruntime"}
+
+
+def _setting_name(batch_size, num_workers, backend):
+    """Progress label of one extractor setting (the torch one as before)."""
+    prefix = "extractor" if backend == "torch" else "onnx extractor"
+    return f"{prefix} bs={batch_size} workers={num_workers}"
 
 
 def _row(method, batch_size, num_workers, times, baseline, audio_seconds):
@@ -370,13 +434,18 @@ def _row(method, batch_size, num_workers, times, baseline, audio_seconds):
 def markdown(report):
     """Formats the measurements as a markdown table with notes."""
     result = report["result"]
+    threads = f"{report['machine']['torch_threads']} torch threads"
+    if "onnxruntime_threads" in report["machine"]:
+        threads += (
+            f", {report['machine']['onnxruntime_threads']} ONNX Runtime "
+            "intra-op threads"
+        )
     lines = [
         f"{report['data']['n_files']} files, {result['audio_seconds']:.0f} s "
         f"of audio ({result['durations']['min']:.2f}-"
         f"{result['durations']['max']:.2f} s), {report['model']['name']}, "
         f"device {report['machine']['device']}, "
-        f"{report['machine']['torch_threads']} torch threads on "
-        f"{report['machine']['cpus_usable']} CPUs.",
+        f"{threads} on {report['machine']['cpus_usable']} CPUs.",
         "",
         f"Time: fastest of {result['repeats']} round(s).",
         "",
@@ -408,6 +477,17 @@ def markdown(report):
         f"to {scale:.2f}), min cosine {control['min_cosine']:.6f}. "
         "Differences in the batched rows come from padding.",
         "",
+    ]
+    if "onnx_control" in result:
+        onnx_control = result["onnx_control"]
+        lines += [
+            f"ONNX Runtime batch-size-1 control on {onnx_control['n_files']} "
+            f"files against per-file torch: max abs diff "
+            f"{onnx_control['max_abs_diff']:.2e}, min cosine "
+            f"{onnx_control['min_cosine']:.6f}.",
+            "",
+        ]
+    lines += [
         "1-minute load average before/after each run (shared machine): "
         + "; ".join(
             f"{name} "
@@ -446,9 +526,53 @@ def parse_args(argv=None):
         "--threads",
         type=int,
         default=None,
-        help="torch intra-op threads (default: torch's choice)",
+        help="torch intra-op threads, and ONNX Runtime's intra-op threads "
+        "for the ONNX rows (default: each library's choice)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=sorted(METHODS),
+        default=["torch"],
+        help="extractor backends to time (onnx: also in ONNX Runtime, "
+        "needs the [onnx] extra)",
+    )
+    args = parser.parse_args(argv)
+    if "torch" not in args.backends:
+        parser.error("--backends needs torch (the per-file reference)")
+    return args
+
+
+def load_onnx(source, folder, threads):
+    """Exports a model folder to ONNX in ``folder`` and opens it.
+
+    Arguments
+    ---------
+    source : str
+        SpeechBrain export folder (left as it is).
+    folder : str
+        Where ``embedding_model.onnx`` is written.
+    threads : int or None
+        ONNX Runtime intra-op threads.
+
+    Returns
+    -------
+    encoder : speechbrain_ext.onnx_backend.OnnxEncoder
+        The model in ONNX Runtime.
+    info : dict
+        ``export_seconds``, ``opset`` and the graph's metadata.
+    """
+    from speechbrain_ext.onnx_backend import OnnxEncoder
+    from speechbrain_ext.onnx_export import ONNX_FILE, OPSET, export_onnx
+
+    start = time.perf_counter()
+    path = export_onnx(source, os.path.join(folder, ONNX_FILE))
+    seconds = time.perf_counter() - start
+    encoder = OnnxEncoder(path, threads=threads)
+    meta = encoder.session.get_modelmeta().custom_metadata_map
+    info = {"export_seconds": seconds, "opset": OPSET, **meta}
+    info.pop("model", None)  # names the temporary folder
+    return encoder, info
 
 
 def main(argv=None):
@@ -472,12 +596,28 @@ def main(argv=None):
             savedir=os.path.join(tmp, "loaded"),
             run_opts={"device": args.device},
         )
+        onnx_encoder = None
+        if "onnx" in args.backends:
+            onnx_encoder, model["onnx"] = load_onnx(
+                source, os.path.join(tmp, "onnx"), args.threads
+            )
         result = run_benchmark(
-            encoder, items, args.batch_sizes, args.workers, args.repeats
+            encoder,
+            items,
+            args.batch_sizes,
+            args.workers,
+            args.repeats,
+            onnx_encoder=onnx_encoder,
         )
 
+    machine = environment(args.device)
+    if onnx_encoder is not None:
+        import onnxruntime
+
+        machine["onnxruntime"] = onnxruntime.__version__
+        machine["onnxruntime_threads"] = args.threads or "default"
     report = {
-        "machine": environment(args.device),
+        "machine": machine,
         "model": model,
         "data": {
             "folder": os.path.abspath(args.data_folder),

@@ -16,7 +16,7 @@ def unit_vectors(angles):
 
 
 def psi_by_hand(theta, margin, margin_type):
-    """Positive-pair similarity from METHODS.md, in plain math."""
+    """Positive-pair similarity (docs/aamsupcon.md), in plain math."""
     if margin_type == "cos":
         return math.cos(theta) - margin
     if theta + margin <= math.pi:

@@ -83,3 +83,39 @@ def test_persistent_nan_stops_with_a_message_naming_the_batch():
     assert "3 batches in a row" in message
     assert "spk0-utt2" in message and "spk1-utt2" in message
     assert brain.optimizer_step == 0
+
+
+class BatchNormTask(ScriptedLossTask):
+    """The scripted loss on a batch-normalised model."""
+
+    def forward(self, modules, wavs, lens):
+        return {"embeddings": modules.embedding_model(wavs)}
+
+
+def test_skipped_batch_leaves_batch_norm_statistics_as_they_were():
+    """A NaN input poisons the running statistics in the forward pass; a
+    skipped batch must not, or every later evaluation scores NaN."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 4),
+                                torch.nn.BatchNorm1d(4))
+    brain = SpeakerEmbeddingBrain(
+        modules={"embedding_model": model},
+        opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
+        hparams={"task": BatchNormTask([1.0, 1.0])},
+        run_opts={"nonfinite_patience": 2},
+    )
+    brain.on_fit_start()
+    brain.on_stage_start(sb.Stage.TRAIN)
+    brain.fit_batch(make_batch(0))
+    norm = brain.modules.embedding_model[1]
+    mean, var = norm.running_mean.clone(), norm.running_var.clone()
+    poisoned = make_batch(1)
+    poisoned.sig.data[0][0] = float("nan")
+    brain.fit_batch(poisoned)
+    assert brain.nonfinite_skipped == 1
+    assert torch.equal(norm.running_mean, mean)
+    assert torch.equal(norm.running_var, var)
+    brain.modules.eval()
+    with torch.no_grad():
+        assert torch.isfinite(brain.modules.embedding_model(
+            torch.randn(3, 16))).all()

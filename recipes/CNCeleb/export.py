@@ -10,6 +10,18 @@ to export again:
 The folder written (``<output_folder>/export`` unless ``--export_folder``
 says otherwise) loads with
 ``EncoderClassifier.from_hparams(source=<folder>)`` and no network.
+
+``--onnx`` also writes ``<folder>/embedding_model.onnx``: Fbank, sentence
+mean normalisation and the embedding network as one ONNX graph (dynamic
+batch and time axes, relative lengths as an input) for ONNX Runtime, checked
+against torch on a padded batch (see ``speechbrain_ext.onnx_export``; needs
+``pip install speechbrain_ext[onnx]``):
+
+    python export.py hparams/aam_softmax.yaml --onnx \\
+        --data_folder=/data/CN-Celeb_flac
+
+A hparams file with ``export_onnx: True`` does the same, here and at the end
+of ``train.py``. ``verify.py --backend onnx`` runs the ONNX graph.
 """
 
 import os
@@ -24,8 +36,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train import size_classifier  # noqa: E402
 
 if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    argv = sys.argv[1:]
+    with_onnx = "--onnx" in argv
+    argv = [arg for arg in argv if arg != "--onnx"]
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     hparams = size_classifier(hparams_file, overrides, hparams)
-    print(f"Exported model: {export_from_hparams(hparams)}")
+    folder = export_from_hparams(hparams)
+    print(f"Exported model: {folder}")
+    if with_onnx or hparams.get("export_onnx", False):
+        from speechbrain_ext.onnx_export import export_onnx
+
+        print(f"Exported ONNX model: {export_onnx(folder)}")

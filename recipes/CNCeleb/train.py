@@ -140,11 +140,26 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
                 del group["warmup_lr"], group["warmup_epoch"]
 
     def fit_batch(self, batch):
-        """Trains on one batch, or skips it if its loss is NaN/inf."""
+        """Trains on one batch, or skips it if its loss is NaN/inf.
+
+        A skipped batch leaves no trace: its forward pass already moved
+        the batch-norm running statistics (and other buffers, such as a
+        loss's running centre), and non-finite activations would make
+        them NaN, so every evaluation after it would score NaN. The
+        buffers are put back as they were before the batch.
+        """
+        buffers = [
+            (buffer, buffer.detach().clone())
+            for buffer in self.modules.buffers()
+            if buffer.is_floating_point()
+        ]
         try:
             return super().fit_batch(batch)
         except NonFiniteLoss:
             self.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
             # Keeps the running average of the finite losses unchanged.
             return torch.tensor(self.avg_train_loss)
 
@@ -204,7 +219,8 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
         """
         # hparams hold the modules themselves; self.modules may hold DDP
         # wrappers, which do not forward attributes.
-        sources = [self.hparams.task, *self.hparams.modules.values()]
+        modules = getattr(self.hparams, "modules", None) or {}
+        sources = [self.hparams.task, *modules.values()]
         terms = {}
         for source in sources:
             terms.update(getattr(source, "last_term_tensors", None) or {})
@@ -544,3 +560,7 @@ if __name__ == "__main__":
         folder = export_from_hparams(hparams, label_encoder)
         logger.info("exported the best checkpoint to %s", folder)
         print(f"Exported model: {folder}")
+        if hparams.get("export_onnx", False):  # off unless the yaml says
+            from speechbrain_ext.onnx_export import export_onnx
+
+            print(f"Exported ONNX model: {export_onnx(folder)}")

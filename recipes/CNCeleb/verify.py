@@ -27,6 +27,19 @@ once in ``<output>/noise``. The table has one row per enrolment mode and
 condition (``concat@sir5``; clean rows keep the plain ``concat`` name), and
 ``summary.json`` gives each row's ``test_condition``, ``sir_db`` and
 ``snr_db`` for ``plot_robustness.py``.
+
+ONNX Runtime backend (CPU; ``pip install speechbrain_ext[onnx]``), after
+writing ``<model>/embedding_model.onnx`` with ``export.py --onnx`` or
+``python -m speechbrain_ext.onnx_export <model>``:
+    python verify.py --model results/aam_softmax/1986/export \\
+        --data_folder /data/CN-Celeb_flac --prep_folder results/prepared \\
+        --backend onnx --threads 4
+
+Both backends share the batching, padding and caching of
+``speechbrain_ext.extraction.EmbeddingExtractor``; ONNX embeddings are
+cached in ``<output>/embeddings-onnx``, apart from torch's.
+``--threads`` sets torch's intra-op threads or ONNX Runtime's
+``intra_op_num_threads`` (default: each library's own choice).
 """
 
 import argparse
@@ -34,10 +47,12 @@ import logging
 import os
 import sys
 
+import torch
 from speechbrain.inference.speaker import EncoderClassifier
 
 from speechbrain_ext.augment.bank import load_waveform_bank
 from speechbrain_ext.augment.noise import generate_noise_bank
+from speechbrain_ext.onnx_backend import OnnxEncoder
 from speechbrain_ext.robustness import Corruptor, parse_condition
 from speechbrain_ext.verification import (
     cohort_rows,
@@ -80,6 +95,16 @@ def parse_args(argv):
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="torch",
+                        choices=["torch", "onnx"],
+                        help="run the encoder in torch or in ONNX Runtime "
+                             "(<model>/embedding_model.onnx, CPU)")
+    parser.add_argument("--onnx_model", default=None,
+                        help="ONNX file for --backend onnx (default: "
+                             "<model>/embedding_model.onnx)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads of the backend (torch, or "
+                             "ONNX Runtime's intra_op_num_threads)")
     parser.add_argument("--name", default=None, help="system name in tables")
     parser.add_argument("--no_plots", action="store_true")
     parser.add_argument("--conditions", nargs="+", default=["clean"],
@@ -98,6 +123,8 @@ def parse_args(argv):
         args.conditions = [parse_condition(c) for c in args.conditions]
     except ValueError as err:
         parser.error(str(err))
+    if args.backend == "onnx" and args.device != "cpu":
+        parser.error(f"--backend onnx runs on the CPU, not {args.device}")
     names = [condition.name for condition in args.conditions]
     if len(set(names)) < len(names):
         parser.error(f"--conditions repeats a condition: {names}")
@@ -168,11 +195,18 @@ def main(argv=None):
         os.path.dirname(os.path.abspath(args.model)), "verify"
     )
     name = args.name or model_name(args.model)
-    encoder = EncoderClassifier.from_hparams(
-        source=os.path.abspath(args.model),
-        savedir=os.path.join(output, "model"),
-        run_opts={"device": args.device},
-    )
+    embeddings = "embeddings"
+    if args.backend == "onnx":
+        encoder = OnnxEncoder(args.onnx_model or args.model, args.threads)
+        embeddings = "embeddings-onnx"  # not mixed with torch's cache
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        encoder = EncoderClassifier.from_hparams(
+            source=os.path.abspath(args.model),
+            savedir=os.path.join(output, "model"),
+            run_opts={"device": args.device},
+        )
     replacements = {
         "data_root": args.data_folder,
         "data_root2": args.cnceleb2_folder or args.data_folder,
@@ -211,7 +245,7 @@ def main(argv=None):
                 top_n=args.top_n,
                 mean_norm=args.mean_norm,
                 batch_size=args.batch_size,
-                cache_folder=os.path.join(output, "embeddings"),
+                cache_folder=os.path.join(output, embeddings),
                 num_workers=args.num_workers,
                 test_transform=corruptors[condition.name],
             )
@@ -226,6 +260,8 @@ def main(argv=None):
                 "sir_db": condition.sir_db,
                 "snr_db": condition.snr_db,
             }
+            if args.backend != "torch":
+                results[key]["backend"] = args.backend
         if enrol_csv == test_csv:
             break
     print(write_report(results, output, name, plots=not args.no_plots))
