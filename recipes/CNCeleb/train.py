@@ -375,11 +375,13 @@ def dataio_prep(hparams):
     @sb.utils.data_pipeline.takes("wav", "start", "stop", "duration")
     @sb.utils.data_pipeline.provides("sig")
     def train_audio(wav, start, stop, duration):
+        """A random training crop of the row (short rows are tiled)."""
         return safe_read(wav, start, stop, duration, random_crop=True)
 
     @sb.utils.data_pipeline.takes("wav", "start", "stop", "duration")
     @sb.utils.data_pipeline.provides("sig")
     def valid_audio(wav, start, stop, duration):
+        """The row's audio from its start, at most valid_max_seconds."""
         return safe_read(wav, start, stop, duration, random_crop=False)
 
     label_encoder = sb.dataio.encoder.CategoricalEncoder()
@@ -387,6 +389,7 @@ def dataio_prep(hparams):
     @sb.utils.data_pipeline.takes("spk_id")
     @sb.utils.data_pipeline.provides("spk_id", "spk_id_encoded")
     def label_pipeline(spk_id):
+        """The speaker id and its encoded class index."""
         yield spk_id
         yield label_encoder.encode_sequence_torch([spk_id])
 

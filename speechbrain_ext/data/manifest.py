@@ -124,6 +124,7 @@ def scan_audio(paths, num_workers=8):
         ``(path, reason)`` of each missing, corrupt or empty file.
     """
     def check(chunk):
+        """(info, None) or (None, reason) for each path of a chunk."""
         results = []
         for path in chunk:
             try:
