@@ -6,8 +6,9 @@
 ``EncoderClassifier``. The extractor is unchanged: the same length-sorted
 batches, mirror padding, relative lengths, DataLoader workers and resumable
 cache feed either backend. :func:`load_encoder` gives one or the other
-(``verify.py --backend``), with the same ``threads`` setting: torch's
-intra-op threads or ONNX Runtime's ``intra_op_num_threads``.
+with the same ``threads`` setting, torch's intra-op threads or ONNX
+Runtime's ``intra_op_num_threads``, as ``verify.py --backend --threads``
+does.
 
 ``onnxruntime`` is optional (``pip install speechbrain_ext[onnx]``): this
 module imports without it, and asking for the ONNX backend without it

@@ -248,6 +248,25 @@ def test_folder_that_cannot_be_exported_is_named(tmp_path):
     assert not os.path.exists(os.path.join(folder, ONNX_FILE))
 
 
+def test_export_refuses_a_graph_that_disagrees_with_torch(
+    monkeypatch, tiny_export, tmp_path
+):
+    """The check runs the original modules, so a wrong rewrite is caught."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from speechbrain_ext import onnx_export
+
+    forward = onnx_export.DftConvSTFT.forward
+    monkeypatch.setattr(
+        onnx_export.DftConvSTFT, "forward",
+        lambda self, x: forward(self, x).roll(5, dims=2),  # wrong bins
+    )
+    path = str(tmp_path / "wrong.onnx")
+    with pytest.raises(OnnxExportError, match="disagrees with torch"):
+        export_onnx(tiny_export, path)
+    assert not os.path.exists(path)
+
+
 def test_missing_onnx_file_says_how_to_export(tmp_path):
     pytest.importorskip("onnxruntime")
     with pytest.raises(FileNotFoundError,
@@ -314,3 +333,47 @@ def test_verify_rejects_onnx_on_gpu(capsys):
     args = verify.parse_args(["--model", "m", "--data_folder", "d",
                               "--backend", "onnx", "--threads", "2"])
     assert (args.backend, args.threads) == ("onnx", 2)
+
+
+def test_benchmark_adds_onnx_rows_side_by_side(tmp_path, tiny_export):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import json
+
+    data = tmp_path / "data"
+    for i in range(5):
+        save_audio(str(data / f"f{i}.wav"), noise(0.3 + 0.1 * i, i), 16000)
+    out = tmp_path / "extract.json"
+    subprocess.run(
+        [
+            sys.executable, "-m", "bench.extract",
+            "--data_folder", str(data), "--n_files", "4",
+            "--model", tiny_export, "--threads", "1",
+            "--batch_sizes", "1", "2", "--workers", "0",
+            "--backends", "torch", "onnx", "--out", str(out),
+        ],
+        cwd=REPO, check=True, capture_output=True, timeout=600,
+    )
+    report = json.loads(out.read_text())
+    rows = report["result"]["rows"]
+    assert [(r["method"], r["batch_size"]) for r in rows] == [
+        ("per-file", 1),
+        ("EmbeddingExtractor", 1),
+        ("EmbeddingExtractor + ONNX Runtime", 1),
+        ("EmbeddingExtractor", 2),
+        ("EmbeddingExtractor + ONNX Runtime", 2),
+    ]
+    assert [r["backend"] for r in rows] == [
+        "torch", "torch", "onnxruntime", "torch", "onnxruntime"
+    ]
+    baseline = rows[0]["seconds"]
+    for row in rows[1:]:
+        assert row["speed_up"] == pytest.approx(baseline / row["seconds"])
+        assert row["agreement"]["min_cosine"] >= MIN_COSINE
+    assert report["result"]["onnx_control"]["min_cosine"] >= MIN_COSINE
+    assert report["machine"]["onnxruntime_threads"] == 1
+    assert report["model"]["onnx"]["opset"] >= 17
+    assert "1 torch threads, 1 ONNX Runtime intra-op threads" in (
+        report["table"]
+    )
+    assert "| EmbeddingExtractor + ONNX Runtime | 2 | 0 |" in report["table"]
