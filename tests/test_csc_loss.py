@@ -334,14 +334,16 @@ def copy_path_experiment(aggregate, parameters, steps=100, seed=0):
 
 @pytest.mark.parametrize("query", ["others", "learned"])
 def test_aggregator_cannot_copy_the_views_own_embedding(query):
+    torch.manual_seed(0)  # the result must not depend on earlier tests
     aggregator = CrossViewAttention(EMB_DIM, memory_size=24, num_heads=4,
                                     query=query)
 
     def aggregate(z, frames):
         return aggregator(frames, embeddings=z)
 
-    _, after = copy_path_experiment(aggregate, list(aggregator.parameters()))
-    assert after <= 0.05
+    before, after = copy_path_experiment(aggregate,
+                                         list(aggregator.parameters()))
+    assert after <= 0.05 and after < before + 0.1
 
 
 def test_control_an_aggregator_that_sees_its_own_view_does_copy_it():
@@ -354,7 +356,9 @@ def test_control_an_aggregator_that_sees_its_own_view_does_copy_it():
 
     before, after = copy_path_experiment(aggregate,
                                          list(attention.parameters()))
-    assert after > before + 0.3 and after > 0.3
+    # Seeds 0-2 all rise by about 0.7 nats (to +0.14); the sound
+    # aggregator stays within 0.06 of where it started.
+    assert after > before + 0.5 and after > 0.0
 
 
 # ---------------------------------------------------------- half precision

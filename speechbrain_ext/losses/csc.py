@@ -474,9 +474,12 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
             terms["separation"] = separation.detach()
             loss = loss + self.beta * separation
         if embeddings is not None:
-            terms.update(embedding_health(embeddings))
-            if self.variance_weight or self.covariance_weight:
+            # Covariances in bfloat16 would round away the variance term.
+            with torch.autocast(device_type=embeddings.device.type,
+                                enabled=False):
+                terms.update(embedding_health(embeddings))
                 variance, covariance = variance_covariance(embeddings)
+            if self.variance_weight or self.covariance_weight:
                 terms["variance"] = variance.detach()
                 terms["covariance"] = covariance.detach()
                 loss = (loss + self.variance_weight * variance
