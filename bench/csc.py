@@ -65,6 +65,7 @@ from bench.curves import (
 )
 from bench.machine import machine_info, write_report
 from bench.objective_runs import prepare_once, run_one
+from bench.objectives import DEFAULT as OBJECTIVES_DEFAULT
 from bench.stats import (
     format_spread,
     format_verdict,
@@ -103,9 +104,10 @@ PAIRS = (
 )
 CONDITIONS_RECORD = "bench_conditions.json"
 
-# Fixed before any run (never tuned on the trials). The model and batch of
-# bench.objectives; all 250 speakers, at most 40 utterances each, so that
-# 3 seeds of the 6 systems fit in about 2 hours on 2 cores. Crops of 1 s:
+# Fixed before any run (never tuned on the trials). The data and model of
+# bench.objectives with batches of 32 crops (all 250 speakers, at most 40
+# utterances each), so that 3 seeds of the 6 systems fit in about an hour
+# on 2 cores with two workers. Crops of 1 s:
 # the CSC/SimCLR views are its two 0.5 s halves (most utterances here
 # last about 1 s, so longer crops would repeat the same word in both).
 # The CSC head and teacher are scaled to the budget: K = 1024 prototypes
@@ -115,22 +117,9 @@ CONDITIONS_RECORD = "bench_conditions.json"
 # validation speakers (2-epoch runs, docs/csc.md), and given to SimCLR too
 # so that the two differ in the objective only.
 DEFAULT = {
-    "channels": [64, 64, 64, 64, 192],
-    "attention_channels": 64,
-    "emb_dim": 192,
-    "sentence_len": 1.0,
+    **{key: value for key, value in OBJECTIVES_DEFAULT.items()
+       if key != "epochs"},
     "embeddings_per_view": 32,
-    "n_utts_per_speaker": 2,
-    "lr": 0.002,
-    "lr_final": 0.0002,
-    "valid_max_utterances": 400,
-    "n_test_speakers": 40,
-    "n_valid_speakers": 10,
-    "max_utts_per_speaker": 40,
-    "n_speakers": None,
-    "device": "cpu",
-    "num_workers": 1,
-    "threads": 1,
 }
 SSL_LR = {"lr": 0.0005}
 CSC_HEAD = {
