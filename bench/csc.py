@@ -58,7 +58,6 @@ from speechbrain.inference.speaker import EncoderClassifier
 
 from bench.corpus_subset import subset_corpus
 from bench.curves import (
-    curve_points,
     curves_table,
     plot_learning_curves,
     read_learning_curve,
@@ -66,6 +65,7 @@ from bench.curves import (
 from bench.machine import machine_info, write_report
 from bench.objective_runs import prepare_once, run_one
 from bench.objectives import DEFAULT as OBJECTIVES_DEFAULT
+from bench.objectives import trial_speakers, validation_curve
 from bench.stats import (
     format_spread,
     format_verdict,
@@ -276,22 +276,6 @@ def scores_path(run_folder, condition):
     return os.path.join(run_folder, f"scores_{condition}.npy")
 
 
-def trial_speakers(prep_folder):
-    """Target labels and the enrol/test speakers of every trial."""
-    with open(os.path.join(prep_folder, "eval.csv"), encoding="utf-8") as fin:
-        header = fin.readline().strip().split(",")
-        column = header.index("spk_id")
-        speaker = {}
-        for line in fin:
-            fields = line.rstrip("\n").split(",")
-            speaker[fields[0]] = fields[column]
-    trials = read_trial_file(os.path.join(prep_folder, "trials.csv"))
-    labels = np.array([int(label) == 1 for _, _, label in trials])
-    enrol = np.array([speaker[t[0]] for t in trials])
-    test = np.array([speaker[t[1]] for t in trials])
-    return labels, enrol, test
-
-
 def paired_tests(out, seeds, conditions, prep_folder, systems):
     """Paired bootstrap of each pair in :data:`PAIRS`, per condition."""
     labels, enrol, test = trial_speakers(prep_folder)
@@ -324,9 +308,9 @@ def learning_curves(out, seeds, systems, ssl_epochs):
     for system in systems:
         offset = ssl_epochs if system == "csc_finetune" else 0
         curves[LABELS[system]] = {
-            seed: [(epoch + offset, value) for epoch, value in curve_points(
-                read_learning_curve(os.path.join(
-                    out, "runs", system, str(seed), "train_log.txt")))]
+            seed: [(epoch + offset, value) for epoch, value in
+                   validation_curve(os.path.join(out, "runs", system,
+                                                 str(seed)))]
             for seed in seeds
         }
     return curves

@@ -296,8 +296,13 @@ class SeparativeCodingTask(EmbeddingTask):
         """Views per target."""
         return self.views.views_per_target
 
-    def interfered_features(self, modules, wavs, lens):
-        """Views, their normalised features and the separation target."""
+    def interfered_features(self, modules, wavs, lens,
+                            separation_target=True):
+        """Views, their normalised features and the separation target.
+
+        Without ``separation_target`` the clean audio is not featurised
+        and the target returned is None.
+        """
         if getattr(modules.mean_var_norm, "std_norm", False):
             raise ValueError(
                 "CSC needs mean_var_norm with std_norm: False: the clean "
@@ -306,6 +311,8 @@ class SeparativeCodingTask(EmbeddingTask):
         mixed, view_lens, clean = _float32_views(self.views, wavs, lens)
         feats = modules.compute_features(mixed)
         normalised = modules.mean_var_norm(feats, view_lens)
+        if not separation_target:
+            return normalised, view_lens, None
         # A per-utterance shift commutes with the mask's additive dB gain,
         # so the clean target takes the mixture's shift, not its own.
         shift = feats - normalised
@@ -433,7 +440,7 @@ class SupervisedSeparativeTask(SeparativeCodingTask):
         if self.csc_weight > 0:
             return super().forward(modules, wavs, lens)
         normalised, view_lens, _ = self.interfered_features(
-            modules, wavs, lens
+            modules, wavs, lens, separation_target=False
         )
         z = modules.embedding_model(normalised, view_lens).squeeze(1)
         return {"z": z}

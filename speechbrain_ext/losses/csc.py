@@ -241,7 +241,7 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         balance the sharpened teacher distributions over the prototypes
         across the batch (:func:`sinkhorn_knopp`, as DINOv2), which holds
         off collapse far more firmly in short trainings; the running
-        centre is then only kept for logging.
+        centre is then neither used nor updated.
     beta : float
         Weight of the separation loss.
     mean_entropy_weight : float
@@ -456,8 +456,9 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
                             enabled=False):
             teacher = self.teacher_probabilities(teacher_logits)
             log_student = self.student_log_probabilities(student_logits)
+            student = log_student.exp()
             cross_entropy = -(teacher * log_student).sum(dim=1).mean()
-            student_marginal = entropy(log_student.exp().mean(dim=0))
+            student_marginal = entropy(student.mean(dim=0))
         loss = cross_entropy - self.mean_entropy_weight * student_marginal
         if self.gather_distributed:
             loss = scale_gradient_by_world_size(loss)
@@ -466,7 +467,7 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
             "information": (teacher_marginal - cross_entropy).detach(),
             "cross_entropy": cross_entropy.detach(),
             "teacher_entropy": entropy(teacher).mean().detach(),
-            "student_entropy": entropy(log_student.exp()).mean().detach(),
+            "student_entropy": entropy(student).mean().detach(),
             "teacher_marginal_entropy": teacher_marginal.detach(),
         }
         if estimate is not None:
@@ -474,20 +475,25 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
             terms["separation"] = separation.detach()
             loss = loss + self.beta * separation
         if embeddings is not None:
-            # Covariances in bfloat16 would round away the variance term.
-            with torch.autocast(device_type=embeddings.device.type,
-                                enabled=False):
-                terms.update(embedding_health(embeddings))
-                variance, covariance = variance_covariance(embeddings)
-            if self.variance_weight or self.covariance_weight:
-                terms["variance"] = variance.detach()
-                terms["covariance"] = covariance.detach()
-                loss = (loss + self.variance_weight * variance
-                        + self.covariance_weight * covariance)
-        if self.training:
+            loss = loss + self._embedding_terms(embeddings, terms)
+        if self.training and self.centering == "ema":
             self._update_center(teacher_logits)
         self.last_term_tensors = terms
         return loss
+
+    def _embedding_terms(self, embeddings, terms):
+        """Logs the collapse monitors; returns the weighted VICReg terms."""
+        # Covariances in bfloat16 would round away the variance term.
+        with torch.autocast(device_type=embeddings.device.type,
+                            enabled=False):
+            terms.update(embedding_health(embeddings))
+            if not (self.variance_weight or self.covariance_weight):
+                return 0.0
+            variance, covariance = variance_covariance(embeddings)
+        terms["variance"] = variance.detach()
+        terms["covariance"] = covariance.detach()
+        return (self.variance_weight * variance
+                + self.covariance_weight * covariance)
 
     @torch.no_grad()
     def _update_center(self, teacher_logits):

@@ -45,7 +45,7 @@ def effective_rank(embeddings):
     total = singular.sum()
     # Rounding leaves a constant batch a tiny spread, not a direction.
     scale = embeddings.norm(dim=1).mean()
-    if total <= 1e-5 * scale or total == 0:
+    if total <= 1e-5 * scale:
         return total.new_zeros(())
     share = singular / total
     share = share[share > 0]
