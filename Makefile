@@ -24,6 +24,7 @@ test: $(STAMP) lint
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check speechbrain_ext recipes tests bench
+	$(VENV)/bin/ruff format --check speechbrain_ext recipes tests bench
 	$(VENV)/bin/yamllint -s hparams recipes/CNCeleb/hparams
 
 clean:

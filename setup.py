@@ -18,11 +18,14 @@ setup(
     ),
     long_description=long_description,
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["speechbrain_ext", "speechbrain_ext.*"]),
-    # The inference templates live in the top-level hparams/ folder.
-    data_files=[
-        ("share/speechbrain_ext/hparams", ["hparams/inference_ecapa.yaml"])
-    ],
+    # The inference templates are kept in the top-level hparams/ folder
+    # (YAML shared across recipes) and ship inside the package as
+    # speechbrain_ext/hparams/, so an installed package exports without the
+    # repository.
+    packages=find_packages(include=["speechbrain_ext", "speechbrain_ext.*"])
+    + ["speechbrain_ext.hparams"],
+    package_dir={"speechbrain_ext.hparams": "hparams"},
+    package_data={"speechbrain_ext.hparams": ["*.yaml"]},
     python_requires=">=3.9",
     # torch is capped because newer releases than the tested one pull
     # multi-GB CUDA wheels and break torchaudio's ABI pairing.

@@ -45,13 +45,17 @@ def subset_corpus(data_folder, folder, n_speakers, utts_per_speaker):
             speakers[root] = audio
     roots = sorted(speakers, key=os.path.basename)
     if n_speakers:
-        roots = [roots[round(i * len(roots) / n_speakers)]
-                 for i in range(min(n_speakers, len(roots)))]
+        roots = [
+            roots[round(i * len(roots) / n_speakers)]
+            for i in range(min(n_speakers, len(roots)))
+        ]
     for root in roots:
         files = speakers[root]
         if utts_per_speaker and utts_per_speaker < len(files):
-            files = [files[i * len(files) // utts_per_speaker]
-                     for i in range(utts_per_speaker)]
+            files = [
+                files[i * len(files) // utts_per_speaker]
+                for i in range(utts_per_speaker)
+            ]
         target = os.path.join(folder, os.path.basename(root))
         os.makedirs(target, exist_ok=True)
         for name in files:

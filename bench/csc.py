@@ -54,31 +54,27 @@ import time
 
 import numpy as np
 import torch
-from speechbrain.inference.speaker import EncoderClassifier
 
 from bench.corpus_subset import subset_corpus
-from bench.curves import (
-    curves_table,
-    plot_learning_curves,
-    read_learning_curve,
-)
+from bench.curves import curves_table, plot_learning_curves, read_learning_curve
 from bench.machine import machine_info, write_report
 from bench.objective_runs import prepare_once, run_one
-from bench.objectives import DEFAULT as OBJECTIVES_DEFAULT
-from bench.objectives import trial_speakers, validation_curve
+from bench.objectives import (
+    DEFAULT as OBJECTIVES_DEFAULT,
+    trial_speakers,
+    validation_curve,
+)
 from bench.stats import (
     format_spread,
     format_verdict,
     paired_speaker_bootstrap,
     seed_summary,
 )
+from speechbrain.inference.speaker import EncoderClassifier
+from speechbrain_ext.data.manifest import read_manifest
 from speechbrain_ext.robustness import Corruptor, parse_condition
 from speechbrain_ext.scoring.plots import plot_eer_vs_sir
-from speechbrain_ext.verification import (
-    read_manifest,
-    read_trial_file,
-    verify_trials,
-)
+from speechbrain_ext.verification import read_trial_file, verify_trials
 
 SYSTEMS = (
     "csc",
@@ -117,8 +113,11 @@ CONDITIONS_RECORD = "bench_conditions.json"
 # validation speakers (2-epoch runs, docs/csc.md), and given to SimCLR too
 # so that the two differ in the objective only.
 DEFAULT = {
-    **{key: value for key, value in OBJECTIVES_DEFAULT.items()
-       if key != "epochs"},
+    **{
+        key: value
+        for key, value in OBJECTIVES_DEFAULT.items()
+        if key != "epochs"
+    },
     "embeddings_per_view": 32,
 }
 SSL_LR = {"lr": 0.0005}
@@ -141,8 +140,13 @@ QUICK = dict(
     max_utts_per_speaker=8,
     n_speakers=30,
 )
-QUICK_HEAD = dict(CSC_HEAD, n_prototypes=128, head_hidden_size=64,
-                  head_bottleneck_size=32, mask_channels=16)
+QUICK_HEAD = dict(
+    CSC_HEAD,
+    n_prototypes=128,
+    head_hidden_size=64,
+    head_bottleneck_size=32,
+    mask_channels=16,
+)
 
 
 def system_plan(system, seed, args, out, head=None):
@@ -185,8 +189,11 @@ def system_plan(system, seed, args, out, head=None):
         return "simclr", args.ssl_epochs, dict(SSL_LR)
     if system == "csc_finetune":
         pretrained = os.path.join(out, "runs", "csc", str(seed), "export")
-        return ("csc_finetune", args.finetune_epochs,
-                {"pretrained_encoder": pretrained})
+        return (
+            "csc_finetune",
+            args.finetune_epochs,
+            {"pretrained_encoder": pretrained},
+        )
     if system == "aam_softmax_labelled":
         return "aam_softmax", args.finetune_epochs, {}
     if system == "aam_softmax_csc":
@@ -235,9 +242,9 @@ def score_conditions(run_folder, paths, config, conditions, seed):
         with open(record_path, encoding="utf-8") as fin:
             done = json.load(fin)
     missing = [
-        name for name in conditions
-        if name not in done or not os.path.isfile(scores_path(run_folder,
-                                                              name))
+        name
+        for name in conditions
+        if name not in done or not os.path.isfile(scores_path(run_folder, name))
     ]
     if not missing:
         return done
@@ -262,8 +269,10 @@ def score_conditions(run_folder, paths, config, conditions, seed):
             num_workers=config["num_workers"],
             test_transform=corruptor,
         )
-        np.save(scores_path(run_folder, name),
-                np.asarray(result["scores"], dtype=np.float32))
+        np.save(
+            scores_path(run_folder, name),
+            np.asarray(result["scores"], dtype=np.float32),
+        )
         done[name] = {"EER": 100 * result["EER"], "minDCF": result["minDCF"]}
         print(f"  {name}: EER {done[name]['EER']:.2f}%", flush=True)
         with open(record_path, "w", encoding="utf-8") as fout:
@@ -286,13 +295,22 @@ def paired_tests(out, seeds, conditions, prep_folder, systems):
         for name in conditions:
             scores = []
             for which in (system, baseline):
-                scores.append(np.stack([
-                    np.load(scores_path(
-                        os.path.join(out, "runs", which, str(seed)), name))
-                    for seed in seeds
-                ]))
+                scores.append(
+                    np.stack(
+                        [
+                            np.load(
+                                scores_path(
+                                    os.path.join(out, "runs", which, str(seed)),
+                                    name,
+                                )
+                            )
+                            for seed in seeds
+                        ]
+                    )
+                )
             result = paired_speaker_bootstrap(
-                scores[0], scores[1], labels, enrol, test)
+                scores[0], scores[1], labels, enrol, test
+            )
             result["text"] = format_verdict(result, system, baseline)
             results[f"{system}_vs_{baseline}@{name}"] = result
             print(f"  {result['text']} [{name}]", flush=True)
@@ -308,17 +326,25 @@ def learning_curves(out, seeds, systems, ssl_epochs):
     for system in systems:
         offset = ssl_epochs if system == "csc_finetune" else 0
         curves[LABELS[system]] = {
-            seed: [(epoch + offset, value) for epoch, value in
-                   validation_curve(os.path.join(out, "runs", system,
-                                                 str(seed)))]
+            seed: [
+                (epoch + offset, value)
+                for epoch, value in validation_curve(
+                    os.path.join(out, "runs", system, str(seed))
+                )
+            ]
             for seed in seeds
         }
     return curves
 
 
-MONITORS = ("loss_information", "loss_teacher_entropy",
-            "loss_teacher_marginal_entropy", "loss_emb_std", "loss_emb_rank",
-            "loss_separation")
+MONITORS = (
+    "loss_information",
+    "loss_teacher_entropy",
+    "loss_teacher_marginal_entropy",
+    "loss_emb_std",
+    "loss_emb_rank",
+    "loss_separation",
+)
 
 
 def collapse_monitors(out, seeds, systems):
@@ -332,12 +358,18 @@ def collapse_monitors(out, seeds, systems):
             continue
         monitors[system] = {}
         for seed in seeds:
-            records = read_learning_curve(os.path.join(
-                out, "runs", system, str(seed), "train_log.txt"))
+            records = read_learning_curve(
+                os.path.join(out, "runs", system, str(seed), "train_log.txt")
+            )
             monitors[system][str(seed)] = [
-                {"epoch": record["epoch"],
-                 **{name: record["train"][name] for name in MONITORS
-                    if name in record["train"]}}
+                {
+                    "epoch": record["epoch"],
+                    **{
+                        name: record["train"][name]
+                        for name in MONITORS
+                        if name in record["train"]
+                    },
+                }
                 for record in records
             ]
     return monitors
@@ -348,9 +380,16 @@ def summarize(records, conditions):
 
     Example
     -------
-    >>> records = [{"system": "csc", "conditions": {"clean": {
-    ...     "EER": 10.0, "minDCF": 0.5}}}, {"system": "csc", "conditions": {
-    ...     "clean": {"EER": 12.0, "minDCF": 0.7}}}]
+    >>> records = [
+    ...     {
+    ...         "system": "csc",
+    ...         "conditions": {"clean": {"EER": 10.0, "minDCF": 0.5}},
+    ...     },
+    ...     {
+    ...         "system": "csc",
+    ...         "conditions": {"clean": {"EER": 12.0, "minDCF": 0.7}},
+    ...     },
+    ... ]
     >>> summarize(records, ["clean"])["csc"]["clean"]["EER"]["mean"]
     11.0
     """
@@ -369,9 +408,7 @@ def summarize(records, conditions):
 
 def markdown(summary, conditions):
     """The table: one row per system, EER (%) per condition."""
-    header = "| system | " + " | ".join(
-        f"EER % {name}" for name in conditions
-    )
+    header = "| system | " + " | ".join(f"EER % {name}" for name in conditions)
     lines = [header + " |", "|---" * (len(conditions) + 1) + "|"]
     for system, by_condition in summary.items():
         cells = [format_spread(by_condition[c]["EER"]) for c in conditions]
@@ -400,10 +437,16 @@ def write_labelled_budget(report, path):
     subset = {
         "command": report["command"],
         "config": report["config"],
-        "summary": {name: report["summary"][name] for name in pair
-                    if name in report["summary"]},
-        "paired": {name: result for name, result in report["paired"].items()
-                   if name.startswith("csc_finetune_vs_")},
+        "summary": {
+            name: report["summary"][name]
+            for name in pair
+            if name in report["summary"]
+        },
+        "paired": {
+            name: result
+            for name, result in report["paired"].items()
+            if name.startswith("csc_finetune_vs_")
+        },
     }
     with open(path, "w", encoding="utf-8") as fout:
         json.dump(subset, fout, indent=2)
@@ -415,26 +458,42 @@ def parse_args(argv=None):
     parser.add_argument("--data_folder", required=True)
     parser.add_argument("--out", default="results/bench/csc")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS),
-                        choices=SYSTEMS)
+    parser.add_argument(
+        "--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS
+    )
     parser.add_argument("--ssl_epochs", type=int, default=3)
     parser.add_argument("--finetune_epochs", type=int, default=1)
-    parser.add_argument("--conditions", nargs="+",
-                        default=["clean", "sir10", "sir5", "sir0"])
+    parser.add_argument(
+        "--conditions", nargs="+", default=["clean", "sir10", "sir5", "sir0"]
+    )
     parser.add_argument("--corruption_seed", type=int, default=1234)
     parser.add_argument("--channels", type=int, nargs="+", default=None)
     parser.add_argument("--device", default=DEFAULT["device"])
-    parser.add_argument("--num_workers", type=int,
-                        default=DEFAULT["num_workers"])
-    parser.add_argument("--threads", type=int, default=DEFAULT["threads"],
-                        help="OMP threads of each training run (0: default)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a corpus subset and a tiny model (smoke test)")
-    parser.add_argument("--prepare_only", action="store_true",
-                        help="prepare the data and stop (before parallel "
-                        "processes share --out)")
-    parser.add_argument("--no_report", action="store_true",
-                        help="train and score only (a parallel worker)")
+    parser.add_argument(
+        "--num_workers", type=int, default=DEFAULT["num_workers"]
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT["threads"],
+        help="OMP threads of each training run (0: default)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a corpus subset and a tiny model (smoke test)",
+    )
+    parser.add_argument(
+        "--prepare_only",
+        action="store_true",
+        help="prepare the data and stop (before parallel "
+        "processes share --out)",
+    )
+    parser.add_argument(
+        "--no_report",
+        action="store_true",
+        help="train and score only (a parallel worker)",
+    )
     return parser.parse_args(argv)
 
 
@@ -442,12 +501,19 @@ def prepare(args, config, out):
     """The (subset) corpus and the prepared data every run shares."""
     corpus = os.path.abspath(args.data_folder)
     if config["max_utts_per_speaker"] or config["n_speakers"]:
-        corpus = subset_corpus(corpus, os.path.join(out, "corpus"),
-                               config["n_speakers"],
-                               config["max_utts_per_speaker"])
+        corpus = subset_corpus(
+            corpus,
+            os.path.join(out, "corpus"),
+            config["n_speakers"],
+            config["max_utts_per_speaker"],
+        )
     prep_folder = os.path.join(out, "prepared")
-    return {"out": out, "corpus": corpus, "prep_folder": prep_folder,
-            **prepare_once(corpus, prep_folder, config)}
+    return {
+        "out": out,
+        "corpus": corpus,
+        "prep_folder": prep_folder,
+        **prepare_once(corpus, prep_folder, config),
+    }
 
 
 def main(argv=None):
@@ -457,8 +523,12 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     base, head = (QUICK, QUICK_HEAD) if args.quick else (DEFAULT, CSC_HEAD)
-    config = dict(base, device=args.device, num_workers=args.num_workers,
-                  threads=args.threads)
+    config = dict(
+        base,
+        device=args.device,
+        num_workers=args.num_workers,
+        threads=args.threads,
+    )
     if args.channels:
         config["channels"] = args.channels
     out = os.path.abspath(args.out)
@@ -468,16 +538,24 @@ def main(argv=None):
     records = []
     for seed in args.seeds:
         for system in args.systems:
-            objective, epochs, extra = system_plan(system, seed, args, out,
-                                                   head)
-            run = run_one(system, objective, extra, seed,
-                          dict(config, epochs=epochs), paths)
+            objective, epochs, extra = system_plan(
+                system, seed, args, out, head
+            )
+            run = run_one(
+                system,
+                objective,
+                extra,
+                seed,
+                dict(config, epochs=epochs),
+                paths,
+            )
             run_folder = os.path.join(out, "runs", system, str(seed))
-            print(f"[{system} seed {seed}] scoring {args.conditions}",
-                  flush=True)
+            print(
+                f"[{system} seed {seed}] scoring {args.conditions}", flush=True
+            )
             run["conditions"] = score_conditions(
-                run_folder, paths, config, args.conditions,
-                args.corruption_seed)
+                run_folder, paths, config, args.conditions, args.corruption_seed
+            )
             run["system"] = system
             records.append(run)
     if args.no_report:
@@ -486,11 +564,14 @@ def main(argv=None):
     curves = learning_curves(out, args.seeds, args.systems, args.ssl_epochs)
     plot_eer_vs_sir(sir_curves(summary), os.path.join(out, "eer_vs_sir.png"))
     plot_learning_curves(
-        curves, os.path.join(out, "learning_curves.png"),
-        "CSC benchmark: validation EER per epoch (mean, min-max over seeds)")
+        curves,
+        os.path.join(out, "learning_curves.png"),
+        "CSC benchmark: validation EER per epoch (mean, min-max over seeds)",
+    )
     print("[paired tests]", flush=True)
-    paired = paired_tests(out, args.seeds, args.conditions,
-                          paths["prep_folder"], args.systems)
+    paired = paired_tests(
+        out, args.seeds, args.conditions, paths["prep_folder"], args.systems
+    )
     report = write_report(
         {
             "config": {**config, **vars(args), "csc_head": head},
@@ -498,9 +579,10 @@ def main(argv=None):
             "runs": records,
             "summary": summary,
             "paired": paired,
-            "curves": {label: {str(seed): points
-                               for seed, points in by_seed.items()}
-                       for label, by_seed in curves.items()},
+            "curves": {
+                label: {str(seed): points for seed, points in by_seed.items()}
+                for label, by_seed in curves.items()
+            },
             "curves_table": curves_table(curves),
             "monitors": collapse_monitors(out, args.seeds, args.systems),
             "benchmark_seconds_this_call": time.time() - start,

@@ -100,14 +100,14 @@ def sample_files(data_folder, n_files, seed=0):
     """
     manifest = os.path.join(data_folder, "manifest.csv")
     if os.path.isfile(manifest):
-        from speechbrain_ext.verification import read_manifest
+        from speechbrain_ext.data.manifest import read_manifest
 
         rows = read_manifest(manifest, {"data_root": data_folder})
         items = [
             (row["ID"], os.path.join(data_folder, row["wav"])) for row in rows
         ]
     else:
-        from speechbrain_ext.data.manifest import list_audio_files
+        from speechbrain_ext.data.preparation import list_audio_files
 
         paths = list_audio_files(data_folder)
         items = [
@@ -139,7 +139,6 @@ def export_random_ecapa(folder, seed=0):
         The export folder, loadable by ``EncoderClassifier.from_hparams``.
     """
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-
     from speechbrain_ext.export import default_template, export_encoder
 
     torch.manual_seed(seed)
@@ -247,8 +246,9 @@ def timed(function, *args, **kwargs):
 def environment(device):
     """The machine and the libraries that decode audio and run the model."""
     import soundfile
-    import speechbrain
     import torchaudio
+
+    import speechbrain
 
     return {
         **machine_info(device),
@@ -347,9 +347,7 @@ def run_benchmark(
 
     audio_seconds = sum(num_samples) / SAMPLE_RATE
     baseline = min(times["per-file"])
-    rows = [
-        _row("per-file", 1, 0, times["per-file"], baseline, audio_seconds)
-    ]
+    rows = [_row("per-file", 1, 0, times["per-file"], baseline, audio_seconds)]
     for batch_size, num_workers, backend in settings:
         name = _setting_name(batch_size, num_workers, backend)
         extractor, embeddings = extracted[name]

@@ -14,16 +14,13 @@ import subprocess
 import sys
 import time
 
-from speechbrain.inference.speaker import EncoderClassifier
-
 from bench.resemblyzer_encoder import ResemblyzerEncoder
+from speechbrain.inference.speaker import EncoderClassifier
 from speechbrain_ext.augment.noise import generate_noise_bank
 from speechbrain_ext.augment.reverb import simulate_rirs
-from speechbrain_ext.verification import (
-    read_manifest,
-    read_trial_file,
-    verify_trials,
-)
+from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
+from speechbrain_ext.data.manifest import read_manifest
+from speechbrain_ext.verification import read_trial_file, verify_trials
 
 __all__ = [
     "OBJECTIVES",
@@ -111,15 +108,14 @@ def prepare_once(corpus, prep_folder, config):
     dict
         Paths of ``noise_csv`` and ``rir_csv``.
     """
-    sys.path.insert(0, RECIPE)
-    from cnceleb_prepare import prepare_folder_corpus
-
     prepare_folder_corpus(corpus, prep_folder, **prepare_options(config))
     return {
         "noise_csv": generate_noise_bank(
-            os.path.join(prep_folder, "noise"), seed=PREPARE_SEED),
+            os.path.join(prep_folder, "noise"), seed=PREPARE_SEED
+        ),
         "rir_csv": simulate_rirs(
-            os.path.join(prep_folder, "rirs"), seed=PREPARE_SEED),
+            os.path.join(prep_folder, "rirs"), seed=PREPARE_SEED
+        ),
     }
 
 
@@ -152,8 +148,13 @@ def train_overrides(objective, extra, config, seed, paths):
 
     Example
     -------
-    >>> paths = dict(corpus="c", prep_folder="p", output_folder="o",
-    ...              noise_csv="n.csv", rir_csv="r.csv")
+    >>> paths = dict(
+    ...     corpus="c",
+    ...     prep_folder="p",
+    ...     output_folder="o",
+    ...     noise_csv="n.csv",
+    ...     rir_csv="r.csv",
+    ... )
     >>> from bench.objectives import DEFAULT
     >>> aam = train_overrides("aam_softmax", {}, DEFAULT, 1, paths)
     >>> pk = train_overrides("hybrid", {}, DEFAULT, 1, paths)
@@ -189,8 +190,10 @@ def train_overrides(objective, extra, config, seed, paths):
     if balanced:
         k = config["n_utts_per_speaker"]
         if per_view % k:
-            raise ValueError(f"embeddings_per_view={per_view} is not a "
-                             f"multiple of n_utts_per_speaker={k}")
+            raise ValueError(
+                f"embeddings_per_view={per_view} is not a "
+                f"multiple of n_utts_per_speaker={k}"
+            )
         overrides["n_speakers_per_batch"] = per_view // k
         overrides["n_utts_per_speaker"] = k
     if objective == "authors":
@@ -216,9 +219,14 @@ def epoch_seconds(events):
 
     Example
     -------
-    >>> epoch_seconds([(0.0, "... Going into epoch 1"), (5.0, "loss"),
-    ...                (9.5, "... Saved an end-of-epoch checkpoint in x"),
-    ...                (10.0, "... Going into epoch 2")])
+    >>> epoch_seconds(
+    ...     [
+    ...         (0.0, "... Going into epoch 1"),
+    ...         (5.0, "loss"),
+    ...         (9.5, "... Saved an end-of-epoch checkpoint in x"),
+    ...         (10.0, "... Going into epoch 2"),
+    ...     ]
+    ... )
     [9.5]
     """
     durations, start = [], None
@@ -258,8 +266,9 @@ def run_training(hparams_file, overrides, run_folder, device, threads):
         If the training fails; names its output file.
     """
     command = [sys.executable, "train.py", f"hparams/{hparams_file}"]
-    command += [f"--{key}={json.dumps(value)}"
-                for key, value in overrides.items()]
+    command += [
+        f"--{key}={json.dumps(value)}" for key, value in overrides.items()
+    ]
     command += [f"--device={device}"]
     env = dict(os.environ)
     if threads:
@@ -270,17 +279,26 @@ def run_training(hparams_file, overrides, run_folder, device, threads):
     with open(log_path, "a", encoding="utf-8") as log:
         log.write("$ " + " ".join(command) + "\n")
         process = subprocess.Popen(
-            command, cwd=RECIPE, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, bufsize=1)
+            command,
+            cwd=RECIPE,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         for line in process.stdout:
             events.append((time.time() - start, line))
             log.write(line)
         process.wait()
     if process.returncode != 0:
-        raise RuntimeError(f"training failed (exit {process.returncode}); "
-                           f"see {log_path}")
-    return {"wall_seconds": time.time() - start,
-            "epoch_seconds": epoch_seconds(events)}
+        raise RuntimeError(
+            f"training failed (exit {process.returncode}); see {log_path}"
+        )
+    return {
+        "wall_seconds": time.time() - start,
+        "epoch_seconds": epoch_seconds(events),
+    }
 
 
 def score(encoder, prep_folder, corpus, cache_folder, num_workers):
@@ -304,14 +322,25 @@ def score(encoder, prep_folder, corpus, cache_folder, num_workers):
     dict
         ``EER`` (%), ``minDCF``, ``n_trials`` and ``n_target``.
     """
-    rows = read_manifest(os.path.join(prep_folder, "eval.csv"),
-                         {"data_root": corpus})
+    rows = read_manifest(
+        os.path.join(prep_folder, "eval.csv"), {"data_root": corpus}
+    )
     trials = read_trial_file(os.path.join(prep_folder, "trials.csv"))
-    result = verify_trials(encoder, rows, rows, trials, batch_size=64,
-                           cache_folder=cache_folder,
-                           num_workers=num_workers)
-    return {"EER": 100 * result["EER"], "minDCF": result["minDCF"],
-            "n_trials": result["n_trials"], "n_target": result["n_target"]}
+    result = verify_trials(
+        encoder,
+        rows,
+        rows,
+        trials,
+        batch_size=64,
+        cache_folder=cache_folder,
+        num_workers=num_workers,
+    )
+    return {
+        "EER": 100 * result["EER"],
+        "minDCF": result["minDCF"],
+        "n_trials": result["n_trials"],
+        "n_target": result["n_target"],
+    }
 
 
 def score_export(export_folder, run_folder, paths, config):
@@ -338,9 +367,13 @@ def score_export(export_folder, run_folder, paths, config):
         savedir=os.path.join(run_folder, "verify", "model"),
         run_opts={"device": config["device"]},
     )
-    return score(encoder, paths["prep_folder"], paths["corpus"],
-                 os.path.join(run_folder, "verify", "embeddings"),
-                 config["num_workers"])
+    return score(
+        encoder,
+        paths["prep_folder"],
+        paths["corpus"],
+        os.path.join(run_folder, "verify", "embeddings"),
+        config["num_workers"],
+    )
 
 
 def run_one(name, objective, extra, seed, config, paths):
@@ -370,20 +403,28 @@ def run_one(name, objective, extra, seed, config, paths):
     record_path = os.path.join(run_folder, RUN_RECORD)
     export = os.path.join(run_folder, "export")
     if os.path.isfile(record_path) and os.path.isfile(
-            os.path.join(export, "hyperparams.yaml")):
+        os.path.join(export, "hyperparams.yaml")
+    ):
         with open(record_path, encoding="utf-8") as fin:
             record = json.load(fin)
-        print(f"[{name} seed {seed}] done already: "
-              f"EER {record['EER']:.2f}%", flush=True)
+        print(
+            f"[{name} seed {seed}] done already: EER {record['EER']:.2f}%",
+            flush=True,
+        )
         return record
     hparams_file = OBJECTIVES[objective][0]
-    overrides = train_overrides(objective, extra, config, seed,
-                                dict(paths, output_folder=run_folder))
+    overrides = train_overrides(
+        objective, extra, config, seed, dict(paths, output_folder=run_folder)
+    )
     print(f"[{name} seed {seed}] training ({hparams_file})", flush=True)
-    timing = run_training(hparams_file, overrides, run_folder,
-                          config["device"], config["threads"])
-    print(f"[{name} seed {seed}] trained in {timing['wall_seconds']:.0f} s; "
-          "scoring", flush=True)
+    timing = run_training(
+        hparams_file, overrides, run_folder, config["device"], config["threads"]
+    )
+    print(
+        f"[{name} seed {seed}] trained in {timing['wall_seconds']:.0f} s; "
+        "scoring",
+        flush=True,
+    )
     record = {
         "name": name,
         "objective": objective,
@@ -395,8 +436,11 @@ def run_one(name, objective, extra, seed, config, paths):
     }
     with open(record_path, "w", encoding="utf-8") as fout:
         json.dump(record, fout, indent=2)
-    print(f"[{name} seed {seed}] EER {record['EER']:.2f}%, "
-          f"minDCF {record['minDCF']:.3f}", flush=True)
+    print(
+        f"[{name} seed {seed}] EER {record['EER']:.2f}%, "
+        f"minDCF {record['minDCF']:.3f}",
+        flush=True,
+    )
     return record
 
 
@@ -421,10 +465,13 @@ def score_resemblyzer(paths, config):
             return json.load(fin)
     print("[resemblyzer] scoring the pretrained encoder", flush=True)
     start = time.time()
-    record = score(ResemblyzerEncoder(config["device"]), paths["prep_folder"],
-                   paths["corpus"],
-                   os.path.join(paths["out"], "resemblyzer_embeddings"),
-                   config["num_workers"])
+    record = score(
+        ResemblyzerEncoder(config["device"]),
+        paths["prep_folder"],
+        paths["corpus"],
+        os.path.join(paths["out"], "resemblyzer_embeddings"),
+        config["num_workers"],
+    )
     record["name"] = "resemblyzer (pretrained)"
     record["scoring_seconds"] = time.time() - start
     with open(record_path, "w", encoding="utf-8") as fout:

@@ -102,7 +102,6 @@ import time
 import numpy as np
 import torch
 import yaml
-from speechbrain.inference.speaker import EncoderClassifier
 
 from bench.corpus_subset import subset_corpus
 from bench.curves import (
@@ -127,11 +126,9 @@ from bench.stats import (
     paired_speaker_bootstrap,
     seed_summary,
 )
-from speechbrain_ext.verification import (
-    read_manifest,
-    read_trial_file,
-    verify_trials,
-)
+from speechbrain.inference.speaker import EncoderClassifier
+from speechbrain_ext.data.manifest import read_manifest
+from speechbrain_ext.verification import read_trial_file, verify_trials
 
 # The self-supervised objectives have their own benchmark, bench/csc.py.
 SUPERVISED = ("aam_softmax", "supcon", "aamsupcon", "hybrid", "authors")
@@ -178,8 +175,15 @@ QUICK = dict(
 )
 # Budget keys that can be set from the command line.
 BUDGET_OPTIONS = (
-    "epochs", "channels", "attention_channels", "emb_dim", "sentence_len",
-    "lr", "embeddings_per_view", "max_utts_per_speaker", "n_test_speakers",
+    "epochs",
+    "channels",
+    "attention_channels",
+    "emb_dim",
+    "sentence_len",
+    "lr",
+    "embeddings_per_view",
+    "max_utts_per_speaker",
+    "n_test_speakers",
     "n_valid_speakers",
 )
 
@@ -224,8 +228,9 @@ def parse_variant(text):
     for assignment in filter(None, assignments.split(",")):
         key, sep, value = assignment.partition("=")
         if not sep:
-            raise ValueError(f"variant {text!r}: {assignment!r} is not "
-                             "key=value")
+            raise ValueError(
+                f"variant {text!r}: {assignment!r} is not key=value"
+            )
         overrides[key] = yaml.safe_load(value)
     return name, objective, overrides
 
@@ -301,8 +306,9 @@ def ensure_current(run_folder, overrides):
     wanted = _comparable(overrides)
     found = cached_overrides(run_folder)
     moved = None
-    if found is not None and (found == "unknown"
-                              or _comparable(found) != wanted):
+    if found is not None and (
+        found == "unknown" or _comparable(found) != wanted
+    ):
         moved = f"{run_folder}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
         suffix = 0
         while os.path.exists(moved + (f"-{suffix}" if suffix else "")):
@@ -383,8 +389,9 @@ def trial_speakers(prep_folder):
     test_speakers : numpy.ndarray
         The speaker of each trial's test utterance.
     """
-    rows = read_manifest(os.path.join(prep_folder, "eval.csv"),
-                         {"data_root": ""})
+    rows = read_manifest(
+        os.path.join(prep_folder, "eval.csv"), {"data_root": ""}
+    )
     speaker = {row["ID"]: row["spk_id"] for row in rows}
     trials = read_trial_file(os.path.join(prep_folder, "trials.csv"))
     labels = np.array([int(label) == 1 for _, _, label in trials])
@@ -429,19 +436,26 @@ def trial_scores(run_folder, record, paths, config):
         savedir=os.path.join(run_folder, "verify", "model"),
         run_opts={"device": config["device"]},
     )
-    rows = read_manifest(os.path.join(paths["prep_folder"], "eval.csv"),
-                         {"data_root": paths["corpus"]})
-    trials = read_trial_file(os.path.join(paths["prep_folder"],
-                                          "trials.csv"))
-    result = verify_trials(encoder, rows, rows, trials, batch_size=64,
-                           cache_folder=os.path.join(run_folder, "verify",
-                                                     "embeddings"),
-                           num_workers=config["num_workers"])
+    rows = read_manifest(
+        os.path.join(paths["prep_folder"], "eval.csv"),
+        {"data_root": paths["corpus"]},
+    )
+    trials = read_trial_file(os.path.join(paths["prep_folder"], "trials.csv"))
+    result = verify_trials(
+        encoder,
+        rows,
+        rows,
+        trials,
+        batch_size=64,
+        cache_folder=os.path.join(run_folder, "verify", "embeddings"),
+        num_workers=config["num_workers"],
+    )
     if abs(100 * result["EER"] - record["EER"]) > 1e-3:
         raise RuntimeError(
             f"{run_folder}: the trial scores give EER "
             f"{100 * result['EER']:.3f}%, its record {record['EER']:.3f}%; "
-            "remove the run folder to train and score it again")
+            "remove the run folder to train and score it again"
+        )
     partial = path + ".partial.npy"
     np.save(partial, np.asarray(result["scores"], dtype=np.float64))
     os.replace(partial, path)
@@ -463,8 +477,7 @@ def validation_curve(run_folder):
     """
     path = os.path.join(run_folder, "train_log.txt")
     if not os.path.isfile(path):
-        print(f"[{run_folder}] no train_log.txt: no learning curve",
-              flush=True)
+        print(f"[{run_folder}] no train_log.txt: no learning curve", flush=True)
         return []
     return curve_points(read_learning_curve(path))
 
@@ -513,10 +526,23 @@ def summarize_runs(records):
     Example
     -------
     >>> records = [
-    ...     {"name": "a", "seed": 1, "EER": 10.0, "minDCF": 0.5,
-    ...      "epoch_seconds": [100.0], "best_valid_EER": 20.0},
-    ...     {"name": "a", "seed": 2, "EER": 14.0, "minDCF": 0.7,
-    ...      "epoch_seconds": [110.0], "best_valid_EER": 22.0}]
+    ...     {
+    ...         "name": "a",
+    ...         "seed": 1,
+    ...         "EER": 10.0,
+    ...         "minDCF": 0.5,
+    ...         "epoch_seconds": [100.0],
+    ...         "best_valid_EER": 20.0,
+    ...     },
+    ...     {
+    ...         "name": "a",
+    ...         "seed": 2,
+    ...         "EER": 14.0,
+    ...         "minDCF": 0.7,
+    ...         "epoch_seconds": [110.0],
+    ...         "best_valid_EER": 22.0,
+    ...     },
+    ... ]
     >>> summary = summarize_runs(records)["a"]
     >>> summary["seeds"], summary["EER"]["mean"], summary["EER"]["std"]
     ([1, 2], 12.0, 2.8284271247461903)
@@ -534,15 +560,15 @@ def summarize_runs(records):
             "seeds": [run["seed"] for run in runs],
             "EER": seed_summary([run["EER"] for run in runs]),
             "minDCF": seed_summary([run["minDCF"] for run in runs]),
-            "valid_EER": (seed_summary(valid)
-                          if None not in valid else None),
+            "valid_EER": (seed_summary(valid) if None not in valid else None),
             "epoch_seconds": seed_summary(epochs) if epochs else None,
         }
     return summary
 
 
-def paired_against(scores, labels, enrol, test, baseline=BASELINE,
-                   n_resamples=1000):
+def paired_against(
+    scores, labels, enrol, test, baseline=BASELINE, n_resamples=1000
+):
     """Paired speaker bootstrap of every system against the baseline.
 
     Arguments
@@ -578,8 +604,9 @@ def paired_against(scores, labels, enrol, test, baseline=BASELINE,
     ...     "aam_softmax": {s: n + 1.0 * labels for s, n in noise.items()},
     ...     "hybrid": {s: n + 3.0 * labels for s, n in noise.items()},
     ... }
-    >>> result = paired_against(scores, labels, enrol, test,
-    ...                         n_resamples=200)["hybrid"]
+    >>> result = paired_against(scores, labels, enrol, test, n_resamples=200)[
+    ...     "hybrid"
+    ... ]
     >>> result["verdict"], result["seeds"]
     ('better', [1, 2])
     """
@@ -595,9 +622,16 @@ def paired_against(scores, labels, enrol, test, baseline=BASELINE,
         result = paired_speaker_bootstrap(
             np.stack([by_seed[s] for s in seeds]),
             np.stack([scores[baseline][s] for s in seeds]),
-            labels, enrol, test, n_resamples=n_resamples, seed=0)
-        result = {key: (value.item() if isinstance(value, np.generic)
-                        else value) for key, value in result.items()}
+            labels,
+            enrol,
+            test,
+            n_resamples=n_resamples,
+            seed=0,
+        )
+        result = {
+            key: (value.item() if isinstance(value, np.generic) else value)
+            for key, value in result.items()
+        }
         result["seeds"] = seeds
         result["text"] = format_verdict(result, name, baseline)
         results[name] = result
@@ -650,10 +684,12 @@ def select_by_validation(records, variants):
         seeds = sorted(set.intersection(*(set(valid[n]) for n in names)))
         if not seeds:
             continue
-        means = {n: float(np.mean([valid[n][s] for s in seeds]))
-                 for n in names}
-        selection[objective] = {"candidates": means, "seeds": seeds,
-                                "selected": min(means, key=means.get)}
+        means = {n: float(np.mean([valid[n][s] for s in seeds])) for n in names}
+        selection[objective] = {
+            "candidates": means,
+            "seeds": seeds,
+            "selected": min(means, key=means.get),
+        }
     return selection
 
 
@@ -699,8 +735,10 @@ def markdown_table(summary, reference=None, paired=None):
         versus = "-"
         if name in paired:
             result = paired[name]
-            versus = (f"{result['verdict']} ({result['delta']:+.2f}, "
-                      f"p={result['p_value']:.3f})")
+            versus = (
+                f"{result['verdict']} ({result['delta']:+.2f}, "
+                f"p={result['p_value']:.3f})"
+            )
         lines.append(
             f"| {name} | {len(entry['seeds'])} "
             f"| {format_spread(entry['EER'])} "
@@ -710,13 +748,24 @@ def markdown_table(summary, reference=None, paired=None):
             f"| {format_spread(epoch, digits=0) if epoch else '-'} |"
         )
     if reference is not None:
-        lines.append(f"| {reference['name']} | - | {reference['EER']:.2f} "
-                     f"| {reference['minDCF']:.3f} | - | - | - |")
+        lines.append(
+            f"| {reference['name']} | - | {reference['EER']:.2f} "
+            f"| {reference['minDCF']:.3f} | - | - | - |"
+        )
     return "\n".join(lines)
 
 
-def markdown_report(table, config, seeds, records, machine, command,
-                    paired=None, selection=None, curves=None):
+def markdown_report(
+    table,
+    config,
+    seeds,
+    records,
+    machine,
+    command,
+    paired=None,
+    selection=None,
+    curves=None,
+):
     """The table with the tests, curves, budget, trials and machine.
 
     Arguments
@@ -747,37 +796,49 @@ def markdown_report(table, config, seeds, records, machine, command,
     """
     k = config["n_utts_per_speaker"]
     per_view = config["embeddings_per_view"]
-    trials = (f"{records[0]['n_trials']} trials ({records[0]['n_target']} "
-              "target)") if records else "no trials"
+    trials = (
+        (f"{records[0]['n_trials']} trials ({records[0]['n_target']} target)")
+        if records
+        else "no trials"
+    )
     parts = ["# Speaker objectives at an equal training budget", table]
     if paired:
-        lines = [f"- {result['text']} (seeds {result['seeds']}, "
-                 f"p = {result['p_value']:.3f})"
-                 for result in paired.values()]
+        lines = [
+            f"- {result['text']} (seeds {result['seeds']}, "
+            f"p = {result['p_value']:.3f})"
+            for result in paired.values()
+        ]
         n_resamples = next(iter(paired.values())).get("n_resamples", "?")
         parts.append(
             f"Paired bootstrap over the test speakers ({n_resamples} "
             "resamples of the speakers, each trial weighted by how often its "
             f"two speakers were drawn), each system against {BASELINE} on "
             "the same trials, EER averaged over the shared seeds:\n\n"
-            + "\n".join(lines))
+            + "\n".join(lines)
+        )
     if selection:
         lines = [
             f"- {objective}: **{entry['selected']}** ("
-            + ", ".join(f"{name} {eer:.2f}%"
-                        for name, eer in entry["candidates"].items())
+            + ", ".join(
+                f"{name} {eer:.2f}%"
+                for name, eer in entry["candidates"].items()
+            )
             + f"; seeds {entry['seeds']})"
             for objective, entry in selection.items()
         ]
-        parts.append("Settings selected on the validation speakers (mean "
-                     "best validation EER; the test trials play no "
-                     "part):\n\n" + "\n".join(lines))
+        parts.append(
+            "Settings selected on the validation speakers (mean "
+            "best validation EER; the test trials play no "
+            "part):\n\n" + "\n".join(lines)
+        )
     if curves:
         parts.append(
             "Validation EER (%) per epoch, mean ± std over seeds "
             f"({config['n_valid_speakers']} validation speakers, all "
-            "pairs):\n\n" + curves_table(curves)
-            + f"\n\n![learning curves]({CURVES_PNG})")
+            "pairs):\n\n"
+            + curves_table(curves)
+            + f"\n\n![learning curves]({CURVES_PNG})"
+        )
     parts.append(
         f"EER and minDCF (p_target 0.01, cosine scoring) on {trials} "
         f"among the {config['n_test_speakers']} held-out speakers' "
@@ -786,7 +847,8 @@ def markdown_report(table, config, seeds, records, machine, command,
         f"words; mean ± std [min-max] over seeds {seeds}. Best valid EER: "
         "each run's best validation EER (its exported checkpoint). Train "
         "s/epoch: wall clock of training and validation per epoch, pooled "
-        "over seeds.")
+        "over seeds."
+    )
     cap = config.get("max_utts_per_speaker")
     parts.append(
         f"Budget of every run: {config.get('n_speakers') or 'all'} speakers"
@@ -798,11 +860,13 @@ def markdown_report(table, config, seeds, records, machine, command,
         "and hybrid, shuffled for aam_softmax and authors); 2 views and "
         f"Adam, lr {config['lr']} -> {config['lr_final']}, except authors "
         "(5 views, SGD 0.01 x0.97 per epoch); best validation-EER "
-        f"checkpoint ({config['n_valid_speakers']} validation speakers).")
+        f"checkpoint ({config['n_valid_speakers']} validation speakers)."
+    )
     parts.append(
         f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, "
         f"torch {machine['torch']}, device {machine['device']}, "
-        f"{config['threads'] or 'default'} torch thread(s) per run.")
+        f"{config['threads'] or 'default'} torch thread(s) per run."
+    )
     parts.append(f"Regenerate with:\n\n    {command}\n")
     return "\n\n".join(parts)
 
@@ -814,50 +878,100 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Run from the repository root::")[1],
     )
-    parser.add_argument("--data_folder", required=True,
-                        help="<speaker>/<utt> corpus, e.g. "
-                             "../shared/data/speakers")
+    parser.add_argument(
+        "--data_folder",
+        required=True,
+        help="<speaker>/<utt> corpus, e.g. ../shared/data/speakers",
+    )
     parser.add_argument("--out", default="results/bench/objectives")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--objectives", nargs="+",
-                        default=list(SUPERVISED), choices=list(SUPERVISED))
-    parser.add_argument("--variant_seeds", type=int, nargs="+",
-                        default=None,
-                        help="seeds of the --variants runs (default: "
-                             "--seeds), e.g. 1 for a one-seed sweep")
-    parser.add_argument("--variants", nargs="*", default=[],
-                        help="extra runs: name=objective:key=value,...")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny smoke test: corpus subset, tiny model, "
-                             "first seed only")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs per run (default 8)")
-    parser.add_argument("--channels", type=int, nargs=5, default=None,
-                        help="ECAPA-TDNN channels (default 64 x4, 192)")
+    parser.add_argument(
+        "--objectives",
+        nargs="+",
+        default=list(SUPERVISED),
+        choices=list(SUPERVISED),
+    )
+    parser.add_argument(
+        "--variant_seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="seeds of the --variants runs (default: "
+        "--seeds), e.g. 1 for a one-seed sweep",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        help="extra runs: name=objective:key=value,...",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny smoke test: corpus subset, tiny model, first seed only",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per run (default 8)"
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs=5,
+        default=None,
+        help="ECAPA-TDNN channels (default 64 x4, 192)",
+    )
     parser.add_argument("--attention_channels", type=int, default=None)
     parser.add_argument("--emb_dim", type=int, default=None)
-    parser.add_argument("--sentence_len", type=float, default=None,
-                        help="training crop, seconds (default 1.0)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="Adam lr (lr_final = lr / 10); not authors'")
-    parser.add_argument("--embeddings_per_view", type=int, default=None,
-                        help="batch: utterances per step (P x K with K=2 "
-                             "for the contrastive objectives; default 128)")
-    parser.add_argument("--max_utts_per_speaker", type=int, default=None,
-                        help="utterances kept per speaker (default 40; "
-                             "0: all)")
+    parser.add_argument(
+        "--sentence_len",
+        type=float,
+        default=None,
+        help="training crop, seconds (default 1.0)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam lr (lr_final = lr / 10); not authors'",
+    )
+    parser.add_argument(
+        "--embeddings_per_view",
+        type=int,
+        default=None,
+        help="batch: utterances per step (P x K with K=2 "
+        "for the contrastive objectives; default 128)",
+    )
+    parser.add_argument(
+        "--max_utts_per_speaker",
+        type=int,
+        default=None,
+        help="utterances kept per speaker (default 40; 0: all)",
+    )
     parser.add_argument("--n_test_speakers", type=int, default=None)
     parser.add_argument("--n_valid_speakers", type=int, default=None)
-    parser.add_argument("--n_resamples", type=int, default=1000,
-                        help="bootstrap resamples of the paired tests")
-    parser.add_argument("--device", default="cpu",
-                        help="torch device of training and scoring")
-    parser.add_argument("--num_workers", type=int, default=1,
-                        help="data-loading workers per run")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of each training run and of "
-                             "scoring (0: torch's default); 1 leaves a core "
-                             "to the data-loading worker")
+    parser.add_argument(
+        "--n_resamples",
+        type=int,
+        default=1000,
+        help="bootstrap resamples of the paired tests",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device of training and scoring"
+    )
+    parser.add_argument(
+        "--num_workers",
+        type=int,
+        default=1,
+        help="data-loading workers per run",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of each training run and of "
+        "scoring (0: torch's default); 1 leaves a core "
+        "to the data-loading worker",
+    )
     parser.add_argument("--no_resemblyzer", action="store_true")
     return parser.parse_args(argv)
 
@@ -867,8 +981,11 @@ def build_config(args):
 
     Example
     -------
-    >>> config = build_config(parse_args(["--data_folder", "d", "--lr",
-    ...                                   "0.004", "--epochs", "10"]))
+    >>> config = build_config(
+    ...     parse_args(
+    ...         ["--data_folder", "d", "--lr", "0.004", "--epochs", "10"]
+    ...     )
+    ... )
     >>> config["epochs"], config["lr"], config["lr_final"]
     (10, 0.004, 0.0004)
     >>> config["max_utts_per_speaker"], config["embeddings_per_view"]
@@ -881,8 +998,9 @@ def build_config(args):
     if args.lr is not None:
         config["lr_final"] = args.lr / 10
     config["max_utts_per_speaker"] = config["max_utts_per_speaker"] or None
-    config.update(device=args.device, num_workers=args.num_workers,
-                  threads=args.threads)
+    config.update(
+        device=args.device, num_workers=args.num_workers, threads=args.threads
+    )
     return config
 
 
@@ -925,8 +1043,11 @@ def main(argv=None):
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     corpus = corpus_folder(args.data_folder, out, config)
-    paths = {"out": out, "corpus": corpus,
-             "prep_folder": os.path.join(out, "prepared")}
+    paths = {
+        "out": out,
+        "corpus": corpus,
+        "prep_folder": os.path.join(out, "prepared"),
+    }
     started = time.time()
     paths.update(prepare_once(corpus, paths["prep_folder"], config))
 
@@ -934,8 +1055,10 @@ def main(argv=None):
     variants += [parse_variant(text) for text in args.variants]
     variant_seeds = args.variant_seeds or seeds
     if not set(variant_seeds) <= set(seeds):
-        raise ValueError(f"--variant_seeds {variant_seeds} must be among "
-                         f"the seeds run, {seeds}")
+        raise ValueError(
+            f"--variant_seeds {variant_seeds} must be among "
+            f"the seeds run, {seeds}"
+        )
     records, scores, curves = [], {}, {}
     for seed in seeds:  # seed-major: a partial benchmark covers every model
         for index, (name, objective, extra) in enumerate(variants):
@@ -943,19 +1066,33 @@ def main(argv=None):
             if is_variant and seed not in variant_seeds:
                 continue
             run_folder = os.path.join(out, "runs", name, str(seed))
-            moved = ensure_current(run_folder, train_overrides(
-                objective, extra, config, seed,
-                dict(paths, output_folder=run_folder)))
+            moved = ensure_current(
+                run_folder,
+                train_overrides(
+                    objective,
+                    extra,
+                    config,
+                    seed,
+                    dict(paths, output_folder=run_folder),
+                ),
+            )
             if moved:
-                print(f"[{name} seed {seed}] cached with other settings: "
-                      f"moved to {moved}; training again", flush=True)
+                print(
+                    f"[{name} seed {seed}] cached with other settings: "
+                    f"moved to {moved}; training again",
+                    flush=True,
+                )
             record = run_one(name, objective, extra, seed, config, paths)
             curve = validation_curve(run_folder)
-            record = dict(record, valid_curve=curve,
-                          best_valid_EER=best_validation_eer(curve))
+            record = dict(
+                record,
+                valid_curve=curve,
+                best_valid_EER=best_validation_eer(curve),
+            )
             records.append(record)
             scores.setdefault(name, {})[seed] = trial_scores(
-                run_folder, record, paths, config)
+                run_folder, record, paths, config
+            )
             curves.setdefault(name, {})[seed] = curve
     reference = None
     if not args.no_resemblyzer:
@@ -964,52 +1101,78 @@ def main(argv=None):
 
     summary = summarize_runs(records)
     labels, enrol, test = trial_speakers(paths["prep_folder"])
-    paired = paired_against(scores, labels, enrol, test,
-                            n_resamples=args.n_resamples)
+    paired = paired_against(
+        scores, labels, enrol, test, n_resamples=args.n_resamples
+    )
     for name, result in paired.items():
         summary[name][f"paired_vs_{BASELINE}"] = result
         print(result["text"], flush=True)
     selection = select_by_validation(records, variants)
-    curves = {name: by_seed for name, by_seed in curves.items()
-              if any(by_seed.values())}
+    curves = {
+        name: by_seed
+        for name, by_seed in curves.items()
+        if any(by_seed.values())
+    }
     curves_png = os.path.join(out, CURVES_PNG)
     if curves:
         plot_learning_curves(
-            curves, curves_png,
-            "Validation EER per epoch (mean, min-max over seeds)")
+            curves,
+            curves_png,
+            "Validation EER per epoch (mean, min-max over seeds)",
+        )
     table = markdown_table(summary, reference, paired)
     machine = machine_info(config["device"])
     command = "python -m bench.objectives " + " ".join(
-        sys.argv[1:] if argv is None else argv)
-    with open(os.path.join(out, "objectives.md"), "w",
-              encoding="utf-8") as fout:
-        fout.write(markdown_report(table, config, seeds, records, machine,
-                                   command, paired, selection, curves))
+        sys.argv[1:] if argv is None else argv
+    )
+    with open(
+        os.path.join(out, "objectives.md"), "w", encoding="utf-8"
+    ) as fout:
+        fout.write(
+            markdown_report(
+                table,
+                config,
+                seeds,
+                records,
+                machine,
+                command,
+                paired,
+                selection,
+                curves,
+            )
+        )
     result = {
-        "config": {**config, "seeds": seeds,
-                   "prepare_options": prepare_options(config),
-                   "variants": [list(v) for v in variants],
-                   "variant_seeds": variant_seeds,
-                   "n_resamples": args.n_resamples,
-                   "data_folder": os.path.abspath(args.data_folder)},
+        "config": {
+            **config,
+            "seeds": seeds,
+            "prepare_options": prepare_options(config),
+            "variants": [list(v) for v in variants],
+            "variant_seeds": variant_seeds,
+            "n_resamples": args.n_resamples,
+            "data_folder": os.path.abspath(args.data_folder),
+        },
         "machine": machine,
         "runs": records,
         "summary": summary,
         "selection": selection,
-        "curves": {name: {str(seed): [list(point) for point in points]
-                          for seed, points in by_seed.items()}
-                   for name, by_seed in curves.items()},
+        "curves": {
+            name: {
+                str(seed): [list(point) for point in points]
+                for seed, points in by_seed.items()
+            }
+            for name, by_seed in curves.items()
+        },
         "curves_png": CURVES_PNG if curves else None,
         "reference": reference,
         "benchmark_seconds_this_call": time.time() - started,
         "table": table,
     }
-    with open(os.path.join(out, "objectives.json"), "w",
-              encoding="utf-8") as fout:
+    with open(
+        os.path.join(out, "objectives.json"), "w", encoding="utf-8"
+    ) as fout:
         json.dump(result, fout, indent=2)
     print(table)
-    print(f"Written to {out}/objectives.md, objectives.json and "
-          f"{CURVES_PNG}")
+    print(f"Written to {out}/objectives.md, objectives.json and {CURVES_PNG}")
     return result
 
 

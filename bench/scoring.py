@@ -194,6 +194,7 @@ def task_ours_metrics(folder, n_trials=None):
 
 def task_speechbrain_eer(folder, n_trials):
     import torch
+
     from speechbrain.utils.metric_stats import EER
 
     scores, labels = _subset(folder, n_trials)
@@ -204,6 +205,7 @@ def task_speechbrain_eer(folder, n_trials):
 
 def task_speechbrain_min_dcf(folder, n_trials):
     import torch
+
     from speechbrain.utils.metric_stats import minDCF
 
     scores, labels = _subset(folder, n_trials)
@@ -431,8 +433,9 @@ def compare_with_speechbrain(folder, config, target_rate, args):
 def machine_info():
     """Platform, CPU and library versions for the report."""
     import scipy
-    import speechbrain
     import torch
+
+    import speechbrain
 
     return {
         "platform": platform.platform(),

@@ -576,8 +576,13 @@ def format_verdict(result, name_a, name_b):
     Example
     -------
     >>> result = {
-    ...     "eer_a": 12.1, "eer_b": 13.4, "delta": -1.3, "ci_low": -2.1,
-    ...     "ci_high": -0.4, "confidence": 0.95, "verdict": "better",
+    ...     "eer_a": 12.1,
+    ...     "eer_b": 13.4,
+    ...     "delta": -1.3,
+    ...     "ci_low": -2.1,
+    ...     "ci_high": -0.4,
+    ...     "confidence": 0.95,
+    ...     "verdict": "better",
     ... }
     >>> line = format_verdict(result, "hybrid", "aam_softmax")
     >>> print(line)  # doctest: +NORMALIZE_WHITESPACE

@@ -37,11 +37,11 @@ import os
 import time
 
 import torch
-from speechbrain.lobes.features import Fbank
-from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
 from bench.machine import machine_info
 from bench.stats import timing_summary
+from speechbrain.lobes.features import Fbank
+from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain_ext.losses import (
     AAMSoftmaxLoss,
     AAMSupConLoss,
@@ -54,8 +54,9 @@ N_MELS = 80
 SAMPLE_RATE = 16000
 
 
-def build_objectives(emb_dim, n_classes, margin=0.2, temperature=0.07,
-                     aam_softmax_weight=1.0):
+def build_objectives(
+    emb_dim, n_classes, margin=0.2, temperature=0.07, aam_softmax_weight=1.0
+):
     """Builds the compared objectives with the hparams files' settings.
 
     Arguments
@@ -103,8 +104,9 @@ def build_objectives(emb_dim, n_classes, margin=0.2, temperature=0.07,
     }
 
 
-def synthetic_batch(n_speakers, n_per_speaker, n_views, seconds, n_classes,
-                    seed=0):
+def synthetic_batch(
+    n_speakers, n_per_speaker, n_views, seconds, n_classes, seed=0
+):
     """Fbank features and labels of a fixed P x K x V batch.
 
     Arguments
@@ -145,7 +147,8 @@ def synthetic_batch(n_speakers, n_per_speaker, n_views, seconds, n_classes,
     speakers = torch.randperm(n_classes, generator=generator)[:n_speakers]
     crop_labels = speakers.repeat_interleave(n_per_speaker)
     wavs = 0.1 * torch.randn(
-        len(crop_labels) * n_views, int(seconds * SAMPLE_RATE),
+        len(crop_labels) * n_views,
+        int(seconds * SAMPLE_RATE),
         generator=generator,
     )
     with torch.no_grad():
@@ -230,8 +233,14 @@ def time_steps(steps, feats, labels, reps, warmup, device):
 
     Example
     -------
-    >>> times = time_steps({"a": lambda f, y: f + 1}, torch.zeros(2),
-    ...                    None, reps=3, warmup=1, device="cpu")
+    >>> times = time_steps(
+    ...     {"a": lambda f, y: f + 1},
+    ...     torch.zeros(2),
+    ...     None,
+    ...     reps=3,
+    ...     warmup=1,
+    ...     device="cpu",
+    ... )
     >>> len(times["a"])
     3
     """
@@ -243,7 +252,7 @@ def time_steps(steps, feats, labels, reps, warmup, device):
     for rep in range(reps):
         # Rotating the order keeps any one objective from always running
         # right after the same neighbour (caches, frequency scaling).
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             times[name].append(
                 _timed(lambda: steps[name](feats, labels), device)
             )
@@ -346,8 +355,10 @@ def added_loss_share(step_summary, loss_summary, baseline=BASELINE):
     Example
     -------
     >>> steps = {"aam_softmax": {"seconds": {"median": 2.0}}}
-    >>> losses = {"aam_softmax": {"seconds": {"median": 0.25}},
-    ...           "hybrid": {"seconds": {"median": 0.75}}}
+    >>> losses = {
+    ...     "aam_softmax": {"seconds": {"median": 0.25}},
+    ...     "hybrid": {"seconds": {"median": 0.75}},
+    ... }
     >>> added_loss_share(steps, losses)
     {'aam_softmax': 0.0, 'hybrid': 25.0}
     """
@@ -378,8 +389,9 @@ def markdown_table(step_summary, loss_summary):
 
     def cell(entry, scale=1000.0, digits=1):
         s = entry["seconds"]
-        return (f"{scale * s['median']:.{digits}f} "
-                f"[{scale * s['iqr']:.{digits}f}]")
+        return (
+            f"{scale * s['median']:.{digits}f} [{scale * s['iqr']:.{digits}f}]"
+        )
 
     def ratio(entry):
         r = entry["ratio_to_aam_softmax"]
@@ -407,26 +419,47 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="results/bench/step_overhead.json")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--channels", type=int, nargs=5,
-                        default=[256, 256, 256, 256, 768],
-                        help="ECAPA-TDNN channels (recipe: 512 x4, 1536)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice)",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs=5,
+        default=[256, 256, 256, 256, 768],
+        help="ECAPA-TDNN channels (recipe: 512 x4, 1536)",
+    )
     parser.add_argument("--emb_dim", type=int, default=192)
     parser.add_argument("--n_speakers", type=int, default=16, help="P")
     parser.add_argument("--n_per_speaker", type=int, default=2, help="K")
     parser.add_argument("--n_views", type=int, default=2, help="V")
-    parser.add_argument("--seconds", type=float, default=2.0,
-                        help="crop length")
-    parser.add_argument("--n_classes", type=int, default=800,
-                        help="AAM-softmax classes (CN-Celeb1 dev: 800)")
-    parser.add_argument("--reps", type=int, default=8,
-                        help="a multiple of the 4 objectives balances "
-                             "their positions in the rotation")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="crop length"
+    )
+    parser.add_argument(
+        "--n_classes",
+        type=int,
+        default=800,
+        help="AAM-softmax classes (CN-Celeb1 dev: 800)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=8,
+        help="a multiple of the 4 objectives balances "
+        "their positions in the rotation",
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--loss_reps", type=int, default=30)
-    parser.add_argument("--loss_calls", type=int, default=20,
-                        help="loss passes averaged per loss-only sample")
+    parser.add_argument(
+        "--loss_calls",
+        type=int,
+        default=20,
+        help="loss passes averaged per loss-only sample",
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -439,30 +472,45 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     device = args.device
     feats, labels = synthetic_batch(
-        args.n_speakers, args.n_per_speaker, args.n_views, args.seconds,
-        args.n_classes, seed=args.seed)
+        args.n_speakers,
+        args.n_per_speaker,
+        args.n_views,
+        args.seconds,
+        args.n_classes,
+        seed=args.seed,
+    )
     feats, labels = feats.to(device), labels.to(device)
     objectives = build_objectives(args.emb_dim, args.n_classes)
-    model = ECAPA_TDNN(N_MELS, channels=args.channels,
-                       lin_neurons=args.emb_dim)
+    model = ECAPA_TDNN(N_MELS, channels=args.channels, lin_neurons=args.emb_dim)
     steps = {
-        name: TrainingStep(copy.deepcopy(model).to(device),
-                           objective.to(device))
+        name: TrainingStep(
+            copy.deepcopy(model).to(device), objective.to(device)
+        )
         for name, objective in objectives.items()
     }
-    print(f"Timing {args.reps} interleaved training steps per objective "
-          f"on {len(labels)} crops x {args.seconds} s ...", flush=True)
-    step_times = time_steps(steps, feats, labels, args.reps, args.warmup,
-                            device)
+    print(
+        f"Timing {args.reps} interleaved training steps per objective "
+        f"on {len(labels)} crops x {args.seconds} s ...",
+        flush=True,
+    )
+    step_times = time_steps(
+        steps, feats, labels, args.reps, args.warmup, device
+    )
 
-    embeddings = torch.randn(len(labels), args.emb_dim, device=device,
-                             requires_grad=True)
-    loss_steps = {name: loss_only_step(objective, args.loss_calls)
-                  for name, objective in objectives.items()}
-    loss_times = time_steps(loss_steps, embeddings, labels, args.loss_reps,
-                            args.warmup, device)
-    loss_times = {name: [t / args.loss_calls for t in values]
-                  for name, values in loss_times.items()}
+    embeddings = torch.randn(
+        len(labels), args.emb_dim, device=device, requires_grad=True
+    )
+    loss_steps = {
+        name: loss_only_step(objective, args.loss_calls)
+        for name, objective in objectives.items()
+    }
+    loss_times = time_steps(
+        loss_steps, embeddings, labels, args.loss_reps, args.warmup, device
+    )
+    loss_times = {
+        name: [t / args.loss_calls for t in values]
+        for name, values in loss_times.items()
+    }
 
     step_summary, loss_summary = summarize(step_times), summarize(loss_times)
     table = markdown_table(step_summary, loss_summary)
@@ -473,8 +521,9 @@ def main(argv=None):
         "batch": {"rows": len(labels), "frames": feats.shape[1]},
         "step": {"seconds": step_times, "summary": step_summary},
         "loss_only": {"seconds": loss_times, "summary": loss_summary},
-        "added_loss_percent_of_step": added_loss_share(step_summary,
-                                                       loss_summary),
+        "added_loss_percent_of_step": added_loss_share(
+            step_summary, loss_summary
+        ),
         "table": table,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -1,12 +1,17 @@
 """Benchmark: training throughput of AAM-softmax, AAM-SupCon and CSC.
 
 Each system is built from its recipe hparams file
-(``recipes/CNCeleb/hparams/{aam_softmax,aamsupcon,csc}.yaml``) with the
-same overrides (model size, crop, views, batch), and one training step is
-exactly what training does: ``SpeakerEmbeddingBrain.fit_batch`` of
-``recipes/CNCeleb/train.py`` on a ``PaddedBatch`` (the task's views,
-features, embeddings and loss under SpeechBrain's autocast context, the
-backward pass, gradient clipping and the Adam step; GradScaler with fp16).
+(``recipes/CNCeleb/hparams/{aam_softmax,aamsupcon,csc}.yaml``, read as a
+data file) with the same overrides (model size, crop, views, batch), and
+one training step is exactly what training does:
+``speechbrain_ext.brain.TaskBrain.fit_batch`` on a ``PaddedBatch`` (the
+task's views, features, embeddings and loss under SpeechBrain's autocast
+context, the backward pass, gradient clipping and the Adam step;
+GradScaler with fp16). ``TaskBrain`` is the training step of
+``recipes/CNCeleb/train.py``'s ``SpeakerEmbeddingBrain``, which subclasses
+it and only adds validation. Nothing here imports recipe code: the
+corpus, banks and data pipeline come from the library functions that
+train.py uses (see :func:`load_system`).
 
 All systems get the same batch: B clean crops of the same length, each
 turned into V views by the system's own view maker (AAM-softmax and
@@ -23,9 +28,13 @@ with GradScaler or bf16 on CUDA) the step is timed with
 - data loading off (``memory``): batches read beforehand and held in
   the device's memory, so the step is compute alone;
 - data loading on (``loader``): each step first waits for its batch from
-  the recipe's DataLoader (``dataio_prep`` and ``train_loader_options``
-  of train.py, ``--num_workers`` workers) over a prepared corpus, and
-  copies it to the device as training does;
+  the training DataLoader (``--num_workers`` workers) over a corpus of
+  speaker folders prepared by
+  ``speechbrain_ext.data.folder_corpus.prepare_folder_corpus``, built
+  with ``audio_pipelines``, ``add_speaker_labels`` and
+  ``speaker_loader_options`` of ``speechbrain_ext.data.pipelines``, the
+  functions train.py's ``dataio_prep`` and ``train_loader_options`` use,
+  and copies it to the device as training does;
 
 and the loader alone is timed without compute (batches per second). The
 loader bounds training when it delivers fewer batches per second than
@@ -53,13 +62,13 @@ Run from the repository root::
     python -m bench.throughput --data_folder ../shared/data/speakers \\
         --device cuda --num_workers 8 --steps 30 \\
         --out results/bench/throughput_gpu.json
-    # smoke test on a generated corpus: a few steps of a tiny model
+    # smoke test: a few steps of a tiny model on the data/ folder of a
+    # generated CN-Celeb-like corpus
     python -m bench.throughput --quick --out /tmp/throughput.json
 """
 
 import argparse
-import functools
-import importlib.util
+import inspect
 import itertools
 import os
 import resource
@@ -69,13 +78,22 @@ import sys
 import threading
 import time
 
-import speechbrain as sb
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
+import speechbrain as sb
 from bench.machine import machine_info, write_report
 from bench.stats import timing_summary
+from speechbrain_ext.brain import TaskBrain
+from speechbrain_ext.data.demo_corpus import generate_demo_corpus
+from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
+from speechbrain_ext.data.manifest import check_manifest, read_manifest
+from speechbrain_ext.data.pipelines import (
+    add_speaker_labels,
+    audio_pipelines,
+    speaker_loader_options,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "CNCeleb")
@@ -85,6 +103,9 @@ SYSTEMS = {
     "csc": "csc.yaml",
 }
 LOADINGS = ("memory", "loader")
+# What the training pipeline reads from a prepared manifest row (the columns
+# train.py checks before loading a manifest).
+MANIFEST_COLUMNS = ("ID", "duration", "wav", "start", "stop", "spk_id")
 # Thresholds of the issue's targets on a GPU.
 MIN_MIXED_SPEEDUP = 1.5
 MIN_LOADER_HEADROOM = 1.0
@@ -114,36 +135,6 @@ QUICK = dict(
     num_workers=0,
     rounds=1,
 )
-
-
-@functools.lru_cache(maxsize=None)
-def recipe_module(name):
-    """Imports a module of ``recipes/CNCeleb`` (e.g. ``train``) by path.
-
-    The recipe is a folder of scripts, not a package; loading by path under
-    a distinct name keeps ``train`` from shadowing other modules.
-
-    Arguments
-    ---------
-    name : str
-        The script's name without ``.py``.
-
-    Returns
-    -------
-    module
-        Loaded once, then cached.
-
-    Example
-    -------
-    >>> recipe_module("train").crop_or_repeat(torch.ones(2), 3)
-    tensor([1., 1., 1.])
-    """
-    spec = importlib.util.spec_from_file_location(
-        f"cnceleb_{name}", os.path.join(RECIPE, f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def mixed_precision_name(device, cuda_dtype="fp16"):
@@ -195,8 +186,7 @@ def system_overrides(system, config, paths):
 
     Example
     -------
-    >>> config = dict(DEFAULT, data_format="folder", seed=1,
-    ...               prepare_options={})
+    >>> config = dict(DEFAULT, data_format="folder", seed=1, prepare_options={})
     >>> paths = {"data_folder": "c", "prep_folder": "p", "out": "o"}
     >>> pk = system_overrides("aamsupcon", config, paths)
     >>> pk["n_speakers_per_batch"] * pk["n_utts_per_speaker"]
@@ -205,8 +195,9 @@ def system_overrides(system, config, paths):
     64
     """
     if system not in SYSTEMS:
-        raise ValueError(f"unknown system {system!r}; expected one of "
-                         f"{sorted(SYSTEMS)}")
+        raise ValueError(
+            f"unknown system {system!r}; expected one of {sorted(SYSTEMS)}"
+        )
     batch, per_speaker = config["batch_size"], config["n_utts_per_speaker"]
     overrides = {
         "seed": config["seed"],
@@ -215,8 +206,9 @@ def system_overrides(system, config, paths):
         "prep_folder": paths["prep_folder"],
         "prepare_options": config["prepare_options"],
         "output_folder": os.path.join(paths["out"], system),
-        "noise_csv": os.path.join(paths["prep_folder"], "noise",
-                                  "noise_bank.csv"),
+        "noise_csv": os.path.join(
+            paths["prep_folder"], "noise", "noise_bank.csv"
+        ),
         "rir_csv": os.path.join(paths["prep_folder"], "rirs", "rirs.csv"),
         "channels": config["channels"],
         "attention_channels": config["attention_channels"],
@@ -228,19 +220,81 @@ def system_overrides(system, config, paths):
     }
     if system == "aamsupcon":
         if batch % per_speaker:
-            raise ValueError(f"batch_size={batch} is not a multiple of "
-                             f"n_utts_per_speaker={per_speaker}")
+            raise ValueError(
+                f"batch_size={batch} is not a multiple of "
+                f"n_utts_per_speaker={per_speaker}"
+            )
         overrides["n_speakers_per_batch"] = batch // per_speaker
         overrides["n_utts_per_speaker"] = per_speaker
     return overrides
 
 
+def folder_prepare_options(hparams):
+    """The ``prepare_folder_corpus`` options of the hparams.
+
+    The recipe's ``prepare_options`` serve both of its corpus formats, so
+    after the overrides they still hold CN-Celeb's options (merged, not
+    replaced); as in the recipe, those are dropped while unset.
+
+    Arguments
+    ---------
+    hparams : dict
+        With ``data_format`` (must be "folder") and ``prepare_options``.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :func:`prepare_folder_corpus`.
+
+    Raises
+    ------
+    ValueError
+        For another ``data_format``, or a set option that only a CN-Celeb
+        preparation takes.
+
+    Example
+    -------
+    >>> options = {"valid_ratio": 2, "cnceleb2_folder": None, "seed": 3}
+    >>> folder_prepare_options(
+    ...     {"data_format": "folder", "prepare_options": options}
+    ... )
+    {'valid_ratio': 2, 'seed': 3}
+    >>> folder_prepare_options(
+    ...     {
+    ...         "data_format": "folder",
+    ...         "prepare_options": {"join_min_duration": 5},
+    ...     }
+    ... )
+    Traceback (most recent call last):
+    ...
+    ValueError: prepare_options join_min_duration do not apply to a folder corpus
+    """
+    if hparams["data_format"] != "folder":
+        raise ValueError(
+            "the benchmark prepares <speaker>/<utt> folder corpora only, "
+            f"got data_format={hparams['data_format']!r}"
+        )
+    accepted = inspect.signature(prepare_folder_corpus).parameters
+    options = dict(hparams["prepare_options"])
+    extra = sorted(key for key in options if key not in accepted)
+    if any(options[key] for key in extra):
+        raise ValueError(
+            f"prepare_options {', '.join(extra)} do not apply to a folder "
+            "corpus"
+        )
+    return {key: value for key, value in options.items() if key in accepted}
+
+
 def load_system(system, overrides):
     """Builds a system's hparams and training data as ``train.py`` does.
 
-    Prepares the corpus and the augmentation banks (skipped when done),
-    sizes the AAM-softmax classifier from the prepared training speakers
-    and builds the training dataset and its loader options.
+    With the library functions train.py uses: prepares the folder corpus
+    (:func:`prepare_folder_corpus`, skipped when done) and the noise and
+    RIR banks (the hparams' ``prepare_noise``/``prepare_rirs``, unless
+    their CSVs exist), sizes the AAM-softmax classifier from the prepared
+    training speakers and builds the training dataset (``audio_pipelines``
+    and, for a supervised task, ``add_speaker_labels``) and its loader
+    options (``speaker_loader_options``).
 
     Arguments
     ---------
@@ -258,22 +312,70 @@ def load_system(system, overrides):
     loader_options : dict
         The recipe's training DataLoader options.
     """
-    train = recipe_module("train")
     hparams_file = os.path.join(RECIPE, "hparams", SYSTEMS[system])
-    overrides_yaml = yaml.safe_dump(overrides)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides_yaml)
+    hparams = load_hparams(hparams_file, overrides)
     os.makedirs(hparams["save_folder"], exist_ok=True)
-    train.prepare_corpus(hparams)
-    train.prepare_augmentation_sources(hparams)
-    hparams = train.size_classifier(hparams_file, overrides_yaml, hparams)
-    train_data, _, _ = train.dataio_prep(hparams)
-    return hparams, train_data, train.train_loader_options(hparams,
-                                                           train_data)
+    prepare_folder_corpus(
+        hparams["data_folder"],
+        hparams["prep_folder"],
+        **folder_prepare_options(hparams),
+    )
+    for csv_key, prepare_key in (
+        ("noise_csv", "prepare_noise"),
+        ("rir_csv", "prepare_rirs"),
+    ):
+        # As in train.py: a CSV that exists (e.g. MUSAN's) is used as is.
+        if hparams.get(csv_key) and not os.path.exists(hparams[csv_key]):
+            hparams[prepare_key]()
+    replacements = {"data_root": hparams["data_folder"]}
+    if "n_train_speakers" in hparams:  # a classifier: one row per speaker
+        rows = read_manifest(
+            hparams["train_annotation"], replacements, MANIFEST_COLUMNS
+        )
+        n_speakers = len({row["spk_id"] for row in rows})
+        if hparams["n_train_speakers"] != n_speakers:
+            overrides = dict(overrides, n_train_speakers=n_speakers)
+            hparams = load_hparams(hparams_file, overrides)
+    check_manifest(hparams["train_annotation"], MANIFEST_COLUMNS, replacements)
+    train_data = sb.dataio.dataset.DynamicItemDataset.from_csv(
+        hparams["train_annotation"], replacements=replacements
+    )
+    train_audio, _ = audio_pipelines(
+        hparams["sample_rate"],
+        hparams["sentence_len"],
+        hparams["valid_max_seconds"],
+    )
+    train_data.add_dynamic_item(train_audio)
+    supervised = hparams["task"].needs_speaker_labels
+    keys = ["id", "sig"]
+    if supervised:
+        # Classes 0..N-1 are the training speakers, as in training; an
+        # encoder left by a run over another split would not match them.
+        if os.path.exists(hparams["label_encoder_file"]):
+            os.remove(hparams["label_encoder_file"])
+        add_speaker_labels([train_data], hparams["label_encoder_file"])
+        keys.append("spk_id_encoded")
+    sb.dataio.dataset.set_output_keys([train_data], keys)
+    loader_options = speaker_loader_options(
+        hparams["train_dataloader_opts"],
+        train_data,
+        make_sampler=hparams.get("train_sampler"),
+        speaker_labels=supervised,
+    )
+    return hparams, train_data, loader_options
+
+
+def load_hparams(hparams_file, overrides):
+    """Loads a recipe hparams file (a data file) with the overrides."""
+    with open(hparams_file, encoding="utf-8") as fin:
+        return load_hyperpyyaml(fin, yaml.safe_dump(overrides))
 
 
 def make_brain(hparams, device, precision):
-    """A ``SpeakerEmbeddingBrain`` ready for ``fit_batch``, as in ``fit``.
+    """A ``TaskBrain`` ready for ``fit_batch``, as in ``fit``.
+
+    ``TaskBrain`` is the training step of train.py's
+    ``SpeakerEmbeddingBrain``, which subclasses it to add validation only.
 
     Arguments
     ---------
@@ -286,15 +388,15 @@ def make_brain(hparams, device, precision):
 
     Returns
     -------
-    SpeakerEmbeddingBrain
+    TaskBrain
         With its optimizer built, in the training stage; no checkpointer.
     """
-    train = recipe_module("train")
-    brain = train.SpeakerEmbeddingBrain(
+    brain = TaskBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,
         run_opts={"device": device, "precision": precision},
+        lr_warmup_steps=hparams.get("lr_warmup_steps", 0),
     )
     brain.init_optimizers()
     brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
@@ -429,7 +531,8 @@ class GpuUtilisation:
     Example
     -------
     >>> monitor = GpuUtilisation("cpu")
-    >>> monitor.start(); monitor.stop()
+    >>> monitor.start()
+    >>> monitor.stop()
     >>> monitor.source, monitor.summary()
     (None, None)
     """
@@ -461,9 +564,16 @@ class GpuUtilisation:
         if visible:  # nvidia-smi numbers the GPUs physically
             index = int(visible.split(",")[index])
         output = subprocess.run(
-            ["nvidia-smi", "--query-gpu=utilization.gpu",
-             "--format=csv,noheader,nounits", f"--id={index}"],
-            capture_output=True, text=True, check=True, timeout=10,
+            [
+                "nvidia-smi",
+                "--query-gpu=utilization.gpu",
+                "--format=csv,noheader,nounits",
+                f"--id={index}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout
         return parse_nvidia_smi(output)
 
@@ -575,15 +685,22 @@ def system_ratios(runs, loader_alone, mixed):
 
     Example
     -------
-    >>> runs = {f"{p}/{l}": rates([t], 1.0) for p, l, t in [
-    ...     ("fp32", "memory", 2.0), ("bf16", "memory", 1.0),
-    ...     ("fp32", "loader", 2.0), ("bf16", "loader", 1.5)]}
+    >>> runs = {
+    ...     f"{p}/{l}": rates([t], 1.0)
+    ...     for p, l, t in [
+    ...         ("fp32", "memory", 2.0),
+    ...         ("bf16", "memory", 1.0),
+    ...         ("fp32", "loader", 2.0),
+    ...         ("bf16", "loader", 1.5),
+    ...     ]
+    ... }
     >>> ratios = system_ratios(runs, rates([1.25], 1.0), "bf16")
     >>> ratios["mixed_speedup"]
     {'memory': 2.0, 'loader': 1.3333333333333333}
     >>> ratios["loading_slowdown"]["bf16"], ratios["bound"]
     (1.5, {'fp32': 'compute', 'bf16': 'loading'})
     """
+
     def median(key):
         return runs[key]["summary"]["median"]
 
@@ -599,8 +716,7 @@ def system_ratios(runs, loader_alone, mixed):
             for loading in LOADINGS
         },
         "loading_slowdown": {
-            p: median(f"{p}/loader") / median(f"{p}/memory")
-            for p in precisions
+            p: median(f"{p}/loader") / median(f"{p}/memory") for p in precisions
         },
         "loader_headroom": headroom,
         "bound": {
@@ -663,17 +779,20 @@ def benchmark_system(system, overrides, config, device, mixed):
     settings = [(p, loading) for p in brains for loading in LOADINGS]
     monitors = {setting: GpuUtilisation(device) for setting in settings}
     times = {setting: [] for setting in settings}
-    peaks = {setting: 0.0 for setting in settings}
+    peaks = dict.fromkeys(settings, 0.0)
     # A NaN/inf loss skips backward and the optimizer step: a fast step
     # that trains nothing, so such runs are flagged.
-    skipped = {setting: 0 for setting in settings}
+    skipped = dict.fromkeys(settings, 0)
     for round_index in range(config["rounds"]):
         # Reversing the order every other round spreads slow drifts of a
         # shared machine over all settings.
         order = settings[::-1] if round_index % 2 else settings
         for precision, loading in order:
-            print(f"[{system}] round {round_index + 1}: {precision}, data "
-                  f"loading {loading}", flush=True)
+            print(
+                f"[{system}] round {round_index + 1}: {precision}, data "
+                f"loading {loading}",
+                flush=True,
+            )
             if loading == "memory":
                 batches = itertools.cycle(held)
             else:
@@ -682,14 +801,21 @@ def benchmark_system(system, overrides, config, device, mixed):
             brain = brains[precision]
             skipped_before = brain.nonfinite_skipped
             times[precision, loading] += time_loop(
-                brain.fit_batch, batches, steps, warmup, device,
-                monitors[precision, loading])
-            skipped[precision, loading] += (brain.nonfinite_skipped
-                                            - skipped_before)
+                brain.fit_batch,
+                batches,
+                steps,
+                warmup,
+                device,
+                monitors[precision, loading],
+            )
+            skipped[precision, loading] += (
+                brain.nonfinite_skipped - skipped_before
+            )
             if loading == "loader":
                 batches.close()
-            peaks[precision, loading] = max(peaks[precision, loading],
-                                            peak_memory_mib(device))
+            peaks[precision, loading] = max(
+                peaks[precision, loading], peak_memory_mib(device)
+            )
     for precision, loading in settings:
         result["runs"][f"{precision}/{loading}"] = {
             "precision": precision,
@@ -700,8 +826,7 @@ def benchmark_system(system, overrides, config, device, mixed):
             "nonfinite_skipped": skipped[precision, loading],
         }
     del brains
-    result.update(system_ratios(result["runs"], result["loader_alone"],
-                                mixed))
+    result.update(system_ratios(result["runs"], result["loader_alone"], mixed))
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
     return result
@@ -712,8 +837,10 @@ def targets(report):
 
     Example
     -------
-    >>> system = {"mixed_speedup": {"memory": 1.7, "loader": 1.4},
-    ...           "loader_headroom": {"fp32": 3.0, "fp16": 1.8}}
+    >>> system = {
+    ...     "mixed_speedup": {"memory": 1.7, "loader": 1.4},
+    ...     "loader_headroom": {"fp32": 3.0, "fp16": 1.8},
+    ... }
     >>> targets({"config": {"device": "cuda"}, "systems": {"a": system}})
     {'a': {'mixed_at_least_1.5x': False, 'loading_never_the_bound': True}}
     """
@@ -722,9 +849,11 @@ def targets(report):
     return {
         name: {
             f"mixed_at_least_{MIN_MIXED_SPEEDUP}x": min(
-                system["mixed_speedup"].values()) >= MIN_MIXED_SPEEDUP,
-            "loading_never_the_bound": min(
-                system["loader_headroom"].values()) >= MIN_LOADER_HEADROOM,
+                system["mixed_speedup"].values()
+            )
+            >= MIN_MIXED_SPEEDUP,
+            "loading_never_the_bound": min(system["loader_headroom"].values())
+            >= MIN_LOADER_HEADROOM,
         }
         for name, system in report["systems"].items()
     }
@@ -755,10 +884,16 @@ def markdown_table(report):
             precision, loading = run["precision"], run["loading"]
             util = run["gpu_utilisation"]
             util = f"{util['mean']:.0f}" if util else "n/a"
-            speedup = (f"{system['mixed_speedup'][loading]:.2f}x"
-                       if precision != "fp32" else "-")
-            slowdown = (f"{system['loading_slowdown'][precision]:.2f}"
-                        if loading == "loader" else "-")
+            speedup = (
+                f"{system['mixed_speedup'][loading]:.2f}x"
+                if precision != "fp32"
+                else "-"
+            )
+            slowdown = (
+                f"{system['loading_slowdown'][precision]:.2f}"
+                if loading == "loader"
+                else "-"
+            )
             if run["nonfinite_skipped"]:
                 loading += f" ({run['nonfinite_skipped']} NaN/inf skipped)"
             lines.append(
@@ -836,40 +971,63 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Run from the repository root::")[1],
     )
-    parser.add_argument("--data_folder", default=None,
-                        help="corpus root; default (with --quick): a "
-                             "generated CN-Celeb-like corpus in --work")
-    parser.add_argument("--data_format", default=None,
-                        choices=["folder", "cnceleb"],
-                        help="default: folder for --data_folder, cnceleb "
-                             "for the generated corpus")
+    parser.add_argument(
+        "--data_folder",
+        default=None,
+        help="a corpus of <speaker>/<utt> folders (for CN-Celeb: its data/ "
+        "folder); default (with --quick): the data/ folder of a generated "
+        "CN-Celeb-like corpus in --work",
+    )
     parser.add_argument("--out", default="results/bench/throughput.json")
-    parser.add_argument("--work", default=None,
-                        help="prepared data and run folders (default: "
-                             "<out without .json>_work)")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS),
-                        choices=list(SYSTEMS))
+    parser.add_argument(
+        "--work",
+        default=None,
+        help="prepared data and run folders (default: "
+        "<out without .json>_work)",
+    )
+    parser.add_argument(
+        "--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS)
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cuda_mixed", default="fp16",
-                        choices=["fp16", "bf16"],
-                        help="mixed precision on CUDA (CPU: always bf16)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny model, few steps (smoke test)")
+    parser.add_argument(
+        "--cuda_mixed",
+        default="fp16",
+        choices=["fp16", "bf16"],
+        help="mixed precision on CUDA (CPU: always bf16)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny model, few steps (smoke test)",
+    )
     parser.add_argument("--seed", type=int, default=1986)
-    parser.add_argument("--n_test_speakers", type=int, default=2,
-                        help="speakers a folder corpus holds out for trials")
+    parser.add_argument(
+        "--n_test_speakers",
+        type=int,
+        default=2,
+        help="speakers the corpus preparation holds out for trials",
+    )
     parser.add_argument("--n_valid_speakers", type=int, default=2)
     for key, value in DEFAULT.items():
         help_text = f"default {value} ({QUICK[key]} with --quick)"
         if isinstance(value, list):
-            parser.add_argument(f"--{key}", type=type(value[0]),
-                                nargs=len(value), default=None,
-                                help=help_text)
+            parser.add_argument(
+                f"--{key}",
+                type=type(value[0]),
+                nargs=len(value),
+                default=None,
+                help=help_text,
+            )
         else:
-            parser.add_argument(f"--{key}", type=type(value), default=None,
-                                help=help_text)
+            parser.add_argument(
+                f"--{key}", type=type(value), default=None, help=help_text
+            )
     return parser.parse_args(argv)
 
 
@@ -879,17 +1037,17 @@ def build_config(args):
     for key in DEFAULT:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    data_format = args.data_format or (
-        "folder" if args.data_folder else "cnceleb")
-    prepare_options = {"valid_ratio": args.n_valid_speakers,
-                       "seed": 1234}
-    if data_format == "folder":
-        prepare_options["n_test_speakers"] = args.n_test_speakers
+    # Every corpus is prepared as speaker folders (prepare_folder_corpus).
+    prepare_options = {
+        "n_test_speakers": args.n_test_speakers,
+        "valid_ratio": args.n_valid_speakers,
+        "seed": 1234,
+    }
     config.update(
         device=args.device,
         threads=args.threads,
         seed=args.seed,
-        data_format=data_format,
+        data_format="folder",
         prepare_options=prepare_options,
         systems=args.systems,
         quick=args.quick,
@@ -898,15 +1056,54 @@ def build_config(args):
 
 
 def demo_corpus(folder):
-    """Generates (once) a small CN-Celeb-like corpus; returns its root."""
-    from speechbrain_ext.data.demo_corpus import generate_demo_corpus
+    """Generates (once) a small CN-Celeb-like corpus; returns its root.
 
+    Its ``data/`` folder (``<speaker>/<utt>.flac``) is the folder corpus
+    the benchmark prepares.
+    """
     root = os.path.join(folder, "CN-Celeb_flac")
     if not os.path.isfile(os.path.join(root, "dev", "dev.lst")):
-        generate_demo_corpus(root, n_train_speakers=6, n_eval_speakers=2,
-                             utts_per_speaker=8, n_test_per_eval_speaker=2,
-                             seed=7)
+        generate_demo_corpus(
+            root,
+            n_train_speakers=6,
+            n_eval_speakers=2,
+            utts_per_speaker=8,
+            n_test_per_eval_speaker=2,
+            seed=7,
+        )
     return root
+
+
+def check_speaker_folders(data_folder):
+    """Refuses a CN-Celeb root, whose preparation is the recipe's own.
+
+    As a folder corpus its ``eval/enroll`` and ``eval/test`` files would
+    become two speakers named "enroll" and "test".
+
+    Raises
+    ------
+    ValueError
+        If ``data_folder`` holds ``dev/dev.lst`` and a ``data`` folder.
+
+    Example
+    -------
+    >>> root = getfixture("tmpdir")
+    >>> check_speaker_folders(str(root))
+    >>> _ = (root / "data").mkdir()
+    >>> _ = (root / "dev").mkdir().join("dev.lst").write("id00000\\n")
+    >>> check_speaker_folders(str(root))
+    Traceback (most recent call last):
+    ...
+    ValueError: ... is a CN-Celeb root: pass its data/ folder ...
+    """
+    data = os.path.join(data_folder, "data")
+    if os.path.isdir(data) and os.path.isfile(
+        os.path.join(data_folder, "dev", "dev.lst")
+    ):
+        raise ValueError(
+            f"{data_folder} is a CN-Celeb root: pass its data/ folder "
+            f"({data}), which the benchmark prepares as speaker folders"
+        )
 
 
 def main(argv=None):
@@ -917,17 +1114,26 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.data_folder is None and not args.quick:
         raise ValueError("--data_folder is required without --quick")
-    work = os.path.abspath(
-        args.work or os.path.splitext(args.out)[0] + "_work")
-    data_folder = os.path.abspath(args.data_folder or demo_corpus(work))
-    paths = {"data_folder": data_folder, "out": work,
-             "prep_folder": os.path.join(work, "prepared")}
+    work = os.path.abspath(args.work or os.path.splitext(args.out)[0] + "_work")
+    if args.data_folder is None:
+        data_folder = os.path.join(demo_corpus(work), "data")
+    else:
+        data_folder = os.path.abspath(args.data_folder)
+    check_speaker_folders(data_folder)
+    paths = {
+        "data_folder": data_folder,
+        "out": work,
+        "prep_folder": os.path.join(work, "prepared"),
+    }
     mixed = mixed_precision_name(args.device, args.cuda_mixed)
     batch = config["batch_size"]
     k = config["n_utts_per_speaker"]
     report = {
-        "config": {**config, "data_folder": data_folder,
-                   "mixed_precision": mixed},
+        "config": {
+            **config,
+            "data_folder": data_folder,
+            "mixed_precision": mixed,
+        },
         "machine": machine_info(args.device),
         "batch": {
             "clean_crops": batch,
@@ -941,12 +1147,19 @@ def main(argv=None):
     for system in args.systems:
         overrides = system_overrides(system, config, paths)
         report["systems"][system] = benchmark_system(
-            system, overrides, config, args.device, mixed)
+            system, overrides, config, args.device, mixed
+        )
     report["targets"] = targets(report)
-    write_report(report, markdown_table, args.out, "bench.throughput",
-                 sys.argv[1:] if argv is None else argv)
-    with open(os.path.splitext(args.out)[0] + ".md", "w",
-              encoding="utf-8") as fout:
+    write_report(
+        report,
+        markdown_table,
+        args.out,
+        "bench.throughput",
+        sys.argv[1:] if argv is None else argv,
+    )
+    with open(
+        os.path.splitext(args.out)[0] + ".md", "w", encoding="utf-8"
+    ) as fout:
         fout.write(markdown_report(report))
     return report
 

@@ -162,5 +162,9 @@ def save_audio(path, wav, sample_rate, subtype=None):
     if isinstance(wav, torch.Tensor):
         wav = wav.detach().cpu().numpy()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    sf.write(str(path), np.asarray(wav, dtype=np.float32), sample_rate,
-             subtype=subtype)
+    sf.write(
+        str(path),
+        np.asarray(wav, dtype=np.float32),
+        sample_rate,
+        subtype=subtype,
+    )

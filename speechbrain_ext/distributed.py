@@ -18,6 +18,7 @@ Authors
 """
 
 import torch
+
 from speechbrain.utils.distributed import is_distributed_initialized
 
 __all__ = [

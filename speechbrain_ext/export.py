@@ -15,19 +15,26 @@ Example
 >>> tmpdir = getfixture("tmpdir")
 >>> model = ECAPA_TDNN(40, channels=[32, 32, 32, 32, 96], lin_neurons=16)
 >>> folder = export_encoder(
-...     str(tmpdir / "model"), default_template(), model,
-...     values={"n_mels": 40, "channels": [32, 32, 32, 32, 96],
-...             "lin_neurons": 16},
+...     str(tmpdir / "model"),
+...     default_template(),
+...     model,
+...     values={
+...         "n_mels": 40,
+...         "channels": [32, 32, 32, 32, 96],
+...         "lin_neurons": 16,
+...     },
 ... )
 >>> encoder = EncoderClassifier.from_hparams(
-...     source=folder, savedir=str(tmpdir / "loaded"))
+...     source=folder, savedir=str(tmpdir / "loaded")
+... )
 >>> encoder.encode_batch(torch.rand(2, 16000)).shape
 torch.Size([2, 1, 16])
 """
 
+import importlib.resources
 import os
+import pathlib
 import shutil
-import sys
 import tempfile
 
 import ruamel.yaml
@@ -35,6 +42,7 @@ import torch
 
 __all__ = [
     "default_template",
+    "export_best_checkpoint",
     "export_encoder",
     "export_from_hparams",
     "find_classifier",
@@ -44,28 +52,41 @@ TEMPLATE_NAME = "inference_ecapa.yaml"
 
 
 def default_template(name=TEMPLATE_NAME):
-    """Returns the path of one of the repository's inference templates.
+    """Returns the path of one of the package's inference templates.
 
     Arguments
     ---------
     name : str
-        Template file name in the top-level ``hparams/`` folder.
+        Template file name (the repository keeps them in its top-level
+        ``hparams/`` folder, which ships as ``speechbrain_ext/hparams``).
 
     Returns
     -------
     str
-        ``<repo>/hparams/<name>`` in a checkout (or editable install), else
-        the copy ``pip install`` puts under ``<prefix>/share``.
+        The installed template, or the checkout's copy when the package is
+        imported from a source tree that was never installed.
+
+    Example
+    -------
+    >>> os.path.basename(default_template())
+    'inference_ecapa.yaml'
     """
+    candidates = []
+    try:
+        candidates.append(
+            importlib.resources.files("speechbrain_ext.hparams") / name
+        )
+    except ModuleNotFoundError:  # a source tree on sys.path, not installed
+        pass
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for folder in (
-        os.path.join(repo, "hparams"),
-        os.path.join(sys.prefix, "share", "speechbrain_ext", "hparams"),
-    ):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"inference template {name} is not installed")
+    candidates.append(pathlib.Path(repo, "hparams", name))
+    for path in candidates:
+        if path.is_file():
+            return str(path)
+    raise FileNotFoundError(
+        f"inference template {name} is not installed: reinstall "
+        "speechbrain_ext (pip install .) so speechbrain_ext/hparams/ holds it"
+    )
 
 
 def _fill_template(template, values, with_classifier):
@@ -191,15 +212,83 @@ def find_classifier(objective):
     return None
 
 
-def export_from_hparams(hparams, label_encoder=None, min_key="EER"):
+def export_best_checkpoint(
+    checkpointer,
+    embedding_model,
+    objective,
+    export_folder,
+    export_template,
+    export_values,
+    label_encoder=None,
+    label_encoder_file=None,
+    min_key="EER",
+):
     """Exports the best checkpoint of a training run.
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+        The run's checkpointer; its best checkpoint is loaded into
+        ``embedding_model`` (and the objective's classifier, if any).
+    embedding_model : torch.nn.Module
+        The trained encoder.
+    objective : torch.nn.Module
+        The training objective; an AAM-softmax head in it is exported as
+        the classifier.
+    export_folder : str
+        Where the inference folder is written.
+    export_template : str
+        The inference template (e.g. :func:`default_template`).
+    export_values : dict
+        Template keys to set (model sizes, sample rate...).
+    label_encoder : CategoricalEncoder, optional
+        The run's speaker encoder; read from ``label_encoder_file`` if None
+        and the objective has a classifier.
+    label_encoder_file : str, optional
+        The run's saved speaker encoder.
+    min_key : str
+        Checkpoint meta key to minimise when choosing the checkpoint.
+
+    Returns
+    -------
+    str
+        The export folder.
+    """
+    if checkpointer.recover_if_possible(min_key=min_key) is None:
+        raise FileNotFoundError(
+            f"no checkpoint with '{min_key}' in {checkpointer.checkpoints_dir}"
+            ": train first"
+        )
+    classifier = find_classifier(objective)
+    if classifier is not None and label_encoder is None:
+        from speechbrain.dataio.encoder import CategoricalEncoder
+
+        label_encoder = CategoricalEncoder()
+        label_encoder.load(label_encoder_file)
+    values = dict(export_values)
+    if classifier is not None:
+        # Rows of the classifier, not len(label_encoder): the encoder also
+        # numbers validation speakers, which the classifier never saw.
+        values["n_classes"] = classifier.weight.shape[0]
+    return export_encoder(
+        export_folder,
+        export_template,
+        embedding_model,
+        values=values,
+        classifier=classifier,
+        label_encoder=label_encoder,
+    )
+
+
+def export_from_hparams(hparams, label_encoder=None, min_key="EER"):
+    """:func:`export_best_checkpoint` with the arguments of a training YAML.
 
     Arguments
     ---------
     hparams : dict
         Loaded training hparams with ``checkpointer``, ``embedding_model``,
-        ``objective``, ``export_folder``, ``export_template`` and
-        ``export_values``.
+        ``objective``, ``export_folder``, ``export_template``,
+        ``export_values`` and ``label_encoder_file``.
     label_encoder : CategoricalEncoder, optional
         The run's speaker encoder; read from ``label_encoder_file`` if None.
     min_key : str
@@ -210,28 +299,15 @@ def export_from_hparams(hparams, label_encoder=None, min_key="EER"):
     str
         The export folder.
     """
-    checkpointer = hparams["checkpointer"]
-    if checkpointer.recover_if_possible(min_key=min_key) is None:
-        raise FileNotFoundError(
-            f"no checkpoint with '{min_key}' in {checkpointer.checkpoints_dir}"
-            ": train first"
-        )
-    classifier = find_classifier(hparams["objective"])
-    if classifier is not None and label_encoder is None:
-        from speechbrain.dataio.encoder import CategoricalEncoder
-
-        label_encoder = CategoricalEncoder()
-        label_encoder.load(hparams["label_encoder_file"])
-    values = dict(hparams["export_values"])
-    if classifier is not None:
-        # Rows of the classifier, not len(label_encoder): the encoder also
-        # numbers validation speakers, which the classifier never saw.
-        values["n_classes"] = classifier.weight.shape[0]
-    return export_encoder(
-        hparams["export_folder"],
-        hparams["export_template"],
-        hparams["embedding_model"],
-        values=values,
-        classifier=classifier,
+    # .get: a run without checkpoints is named before any other key.
+    return export_best_checkpoint(
+        hparams["checkpointer"],
+        hparams.get("embedding_model"),
+        hparams.get("objective"),
+        hparams.get("export_folder"),
+        hparams.get("export_template"),
+        hparams.get("export_values"),
         label_encoder=label_encoder,
+        label_encoder_file=hparams.get("label_encoder_file"),
+        min_key=min_key,
     )

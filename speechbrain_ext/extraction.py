@@ -23,6 +23,7 @@ Example
 ...     items.append((f"u{i}", path))
 >>> class MeanEncoder:  # stands in for EncoderClassifier
 ...     device = "cpu"
+...
 ...     def encode_batch(self, wavs, wav_lens):
 ...         return wavs[:, :4].unsqueeze(1)
 >>> extractor = EmbeddingExtractor(MeanEncoder(), batch_size=2)
@@ -187,13 +188,15 @@ class EmbeddingExtractor:
     -------
     >>> class FirstSamples:
     ...     device = "cpu"
+    ...
     ...     def encode_batch(self, wavs, wav_lens):
     ...         return wavs[:, None, :2]
     >>> from speechbrain_ext.audio import save_audio
     >>> path = str(getfixture("tmpdir") / "ramp.wav")
     >>> save_audio(path, torch.tensor([0.25, 0.5, 0.75]), 16000)
     >>> negate = EmbeddingExtractor(
-    ...     FirstSamples(), transform=lambda uid, wav: -wav)
+    ...     FirstSamples(), transform=lambda uid, wav: -wav
+    ... )
     >>> negate([("u", path)])[1]
     array([[-0.25, -0.5 ]], dtype=float32)
     """

@@ -184,11 +184,13 @@ class ContextSplitPooling(torch.nn.Module):
     Example
     -------
     >>> from speechbrain.lobes.models.ECAPA_TDNN import (
-    ...     AttentiveStatisticsPooling)
+    ...     AttentiveStatisticsPooling,
+    ... )
     >>> asp = AttentiveStatisticsPooling(16, attention_channels=8).eval()
     >>> x, lengths = torch.randn(3, 16, 20), torch.tensor([1.0, 0.6, 0.85])
-    >>> torch.allclose(ContextSplitPooling(asp)(x, lengths), asp(x, lengths),
-    ...                atol=1e-5)
+    >>> torch.allclose(
+    ...     ContextSplitPooling(asp)(x, lengths), asp(x, lengths), atol=1e-5
+    ... )
     True
     """
 
@@ -307,8 +309,10 @@ def _example_batch(sample_rate, sizes, seed=0):
 
     generator = torch.Generator().manual_seed(seed)
     batch = [
-        (str(i), 0.1 * torch.randn(int(seconds * sample_rate),
-                                   generator=generator))
+        (
+            str(i),
+            0.1 * torch.randn(int(seconds * sample_rate), generator=generator),
+        )
         for i, seconds in enumerate(sizes)
     ]
     _, wavs, lens = _pad_batch(batch)
@@ -414,7 +418,8 @@ def _drop_noop_pads(model):
     used = {name for node in kept for name in node.input}
     used |= outputs
     kept = [
-        node for node in kept
+        node
+        for node in kept
         if node.op_type != "Constant" or node.output[0] in used
     ]
     unused = [i for i in graph.initializer if i.name not in used]

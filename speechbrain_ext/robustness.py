@@ -47,8 +47,9 @@ import zlib
 import numpy as np
 import torch
 
-from speechbrain_ext.audio import AudioError, load_audio
+from speechbrain_ext.audio import AudioError
 from speechbrain_ext.augment.mixing import mix_at_ratio
+from speechbrain_ext.data.manifest import load_row_audio
 
 __all__ = ["Condition", "Corruptor", "parse_condition", "scaled_to_ratio"]
 
@@ -133,8 +134,10 @@ def parse_condition(text):
             break
         levels[match[1]] = float(match[2]) + 0.0  # "-0" reads as 0
     # Two parts must read sir then snr, so each condition has one name.
-    if levels is None or len(parts) > 2 or (
-        len(parts) == 2 and list(levels) != ["sir", "snr"]
+    if (
+        levels is None
+        or len(parts) > 2
+        or (len(parts) == 2 and list(levels) != ["sir", "snr"])
     ):
         raise ValueError(
             f"unknown test condition {text!r}: expected {_GRAMMAR}"
@@ -277,7 +280,7 @@ class Corruptor:
     interferer_rows : list of dict, optional
         Manifest rows (``ID``, ``wav``, ``spk_id``, optional ``start`` and
         ``stop`` in file samples), as
-        :func:`speechbrain_ext.verification.read_manifest` returns them;
+        :func:`speechbrain_ext.data.manifest.read_manifest` returns them;
         needed when the condition has an SIR.
     noise_bank : speechbrain_ext.augment.bank.WaveformBank, optional
         Noises (e.g. from ``load_waveform_bank``); needed for an SNR.
@@ -420,14 +423,8 @@ class Corruptor:
         if uid in self._cache:
             self._cache.move_to_end(uid)
             return self._cache[uid]
-        paths = row["wav"].split(";")
-        # A joined training item: its start/stop span all files; use one.
-        start, stop = 0, None
-        if len(paths) == 1:
-            start = int(row.get("start") or 0)
-            stop = int(row["stop"]) if row.get("stop") else None
         try:
-            wav = load_audio(paths[0], start, stop, self.sample_rate)
+            wav = load_row_audio(row, self.sample_rate)
         except AudioError as err:
             raise AudioError(f"interferer {uid}: {err}") from err
         self._cache[uid] = wav

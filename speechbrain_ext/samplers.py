@@ -11,6 +11,7 @@ Authors
 
 import numpy as np
 import torch
+
 from speechbrain.utils.logger import get_logger
 
 __all__ = ["PKSampler"]

@@ -69,14 +69,21 @@ class EmbeddingTask:
     >>> from speechbrain.lobes.features import Fbank
     >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
     >>> from speechbrain.processing.features import InputNormalization
-    >>> modules = torch.nn.ModuleDict({
-    ...     "compute_features": Fbank(n_mels=20),
-    ...     "mean_var_norm": InputNormalization(norm_type="sentence",
-    ...                                         std_norm=False),
-    ...     "embedding_model": ECAPA_TDNN(20, channels=[8, 8, 8, 8, 24],
-    ...                                   lin_neurons=4, attention_channels=4,
-    ...                                   se_channels=4),
-    ... })
+    >>> modules = torch.nn.ModuleDict(
+    ...     {
+    ...         "compute_features": Fbank(n_mels=20),
+    ...         "mean_var_norm": InputNormalization(
+    ...             norm_type="sentence", std_norm=False
+    ...         ),
+    ...         "embedding_model": ECAPA_TDNN(
+    ...             20,
+    ...             channels=[8, 8, 8, 8, 24],
+    ...             lin_neurons=4,
+    ...             attention_channels=4,
+    ...             se_channels=4,
+    ...         ),
+    ...     }
+    ... )
     >>> wavs = torch.randn(3, 4000)
     >>> EmbeddingTask().embed(modules, wavs, torch.ones(3)).shape
     torch.Size([3, 1, 4])
@@ -245,25 +252,38 @@ class SeparativeCodingTask(EmbeddingTask):
     >>> from speechbrain.lobes.features import Fbank
     >>> from speechbrain.processing.features import InputNormalization
     >>> from speechbrain_ext.augment import InterferedViews, InterferingTalker
-    >>> from speechbrain_ext.lobes import (CrossViewAttention, EMATeacher,
-    ...                                    PrototypeHead, SeparativeEncoder)
+    >>> from speechbrain_ext.lobes import (
+    ...     CrossViewAttention,
+    ...     EMATeacher,
+    ...     PrototypeHead,
+    ...     SeparativeEncoder,
+    ... )
     >>> from speechbrain_ext.losses import CSCLoss
     >>> students = {
     ...     "embedding_model": SeparativeEncoder(
-    ...         20, channels=[8, 8, 8, 8, 24], lin_neurons=4,
-    ...         attention_channels=4, se_channels=4, mask_channels=8),
+    ...         20,
+    ...         channels=[8, 8, 8, 8, 24],
+    ...         lin_neurons=4,
+    ...         attention_channels=4,
+    ...         se_channels=4,
+    ...         mask_channels=8,
+    ...     ),
     ...     "aggregator": CrossViewAttention(4, memory_size=24, num_heads=2),
-    ...     "csc_head": PrototypeHead(4, n_prototypes=16, hidden_size=8,
-    ...                               bottleneck_size=4),
+    ...     "csc_head": PrototypeHead(
+    ...         4, n_prototypes=16, hidden_size=8, bottleneck_size=4
+    ...     ),
     ... }
-    >>> modules = torch.nn.ModuleDict({
-    ...     "compute_features": Fbank(n_mels=20),
-    ...     "mean_var_norm": InputNormalization(norm_type="sentence",
-    ...                                         std_norm=False),
-    ...     **students,
-    ...     "teacher": EMATeacher(students, momentum=0.9),
-    ...     "objective": CSCLoss(n_prototypes=16, beta=0.1),
-    ... })
+    >>> modules = torch.nn.ModuleDict(
+    ...     {
+    ...         "compute_features": Fbank(n_mels=20),
+    ...         "mean_var_norm": InputNormalization(
+    ...             norm_type="sentence", std_norm=False
+    ...         ),
+    ...         **students,
+    ...         "teacher": EMATeacher(students, momentum=0.9),
+    ...         "objective": CSCLoss(n_prototypes=16, beta=0.1),
+    ...     }
+    ... )
     >>> views = InterferedViews([InterferingTalker()], n_views=1, segments=2)
     >>> task = SeparativeCodingTask(views)
     >>> outputs = task.forward(modules, torch.randn(6, 8000), torch.ones(6))
@@ -296,8 +316,7 @@ class SeparativeCodingTask(EmbeddingTask):
         """Views per target."""
         return self.views.views_per_target
 
-    def interfered_features(self, modules, wavs, lens,
-                            separation_target=True):
+    def interfered_features(self, modules, wavs, lens, separation_target=True):
         """Views, their normalised features and the separation target.
 
         Without ``separation_target`` the clean audio is not featurised
@@ -339,8 +358,9 @@ class SeparativeCodingTask(EmbeddingTask):
         )
         heads = modules.embedding_model(normalised, view_lens, separate=True)
         z = heads["embedding"].squeeze(1)
-        g = self.global_vectors(modules.aggregator, heads["frames"], z,
-                                view_lens)
+        g = self.global_vectors(
+            modules.aggregator, heads["frames"], z, view_lens
+        )
         student_logits = modules.csc_head(torch.cat([z, g]))
         with torch.no_grad():
             teacher = modules.teacher
@@ -348,7 +368,9 @@ class SeparativeCodingTask(EmbeddingTask):
             frames = encoder.frame_representations(normalised, view_lens)
             teacher_z = encoder.pool(frames, view_lens).squeeze(1)
             teacher_g = self.global_vectors(
-                teacher["aggregator"], frames.transpose(1, 2), teacher_z,
+                teacher["aggregator"],
+                frames.transpose(1, 2),
+                teacher_z,
                 view_lens,
             )
             # Student z_v predicts teacher g_v, student g_v teacher z_v.
@@ -420,7 +442,8 @@ class SupervisedSeparativeTask(SeparativeCodingTask):
     >>> views = InterferedViews([], n_views=1, segments=2)
     >>> task = SupervisedSeparativeTask(views, csc_weight=0.0)
     >>> modules = torch.nn.ModuleDict(
-    ...     {"objective": AAMSoftmaxLoss(input_size=4, n_classes=3)})
+    ...     {"objective": AAMSoftmaxLoss(input_size=4, n_classes=3)}
+    ... )
     >>> outputs = {"z": torch.randn(6, 4)}  # 2 views of 3 utterances
     >>> task.loss(modules, outputs, torch.tensor([0, 1, 2])).shape
     torch.Size([])

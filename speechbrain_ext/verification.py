@@ -28,26 +28,28 @@ Example
 ...     rows.append({"ID": uid, "wav": path, "enrol_id": uid})
 >>> class SpectrumEncoder:  # stands in for EncoderClassifier
 ...     device = "cpu"
+...
 ...     def encode_batch(self, wavs, wav_lens):
 ...         return torch.fft.rfft(wavs).abs()[:, None, :64]
 >>> result = verify_trials(
-...     SpectrumEncoder(), rows, rows,
-...     [("a1", "a2", 1), ("a1", "b1", 0), ("a2", "b1", 0)])
+...     SpectrumEncoder(),
+...     rows,
+...     rows,
+...     [("a1", "a2", 1), ("a1", "b1", 0), ("a2", "b1", 0)],
+... )
 >>> result["EER"], result["n_trials"]
 (0.0, 3)
 """
 
-import csv
 import json
 import logging
 import os
 import random
-import re
 import zlib
 
 import numpy as np
 
-from speechbrain_ext.data.manifest import check_manifest
+from speechbrain_ext.data.manifest import split_wav_paths
 from speechbrain_ext.extraction import EmbeddingExtractor, describe_transform
 from speechbrain_ext.scoring import (
     compute_eer_mindcf,
@@ -60,53 +62,12 @@ from speechbrain_ext.scoring import (
 
 __all__ = [
     "cohort_rows",
-    "read_manifest",
     "read_trial_file",
     "verify_trials",
     "write_report",
 ]
 
 logger = logging.getLogger(__name__)
-
-_PLACEHOLDER = re.compile(r"\$([\w.]+)")
-
-
-def read_manifest(path, replacements=None):
-    """Reads a SpeechBrain CSV, resolving ``$data_root``-style placeholders.
-
-    Arguments
-    ---------
-    path : str
-        CSV with at least ``ID`` and ``wav`` columns.
-    replacements : dict, optional
-        Placeholder name -> value, e.g. ``{"data_root": "/data/cnceleb"}``.
-
-    Returns
-    -------
-    list of dict
-        One dict per row.
-
-    Raises
-    ------
-    ValueError
-        Naming the file and line of a placeholder with no replacement.
-    """
-    replacements = replacements or {}
-    check_manifest(path, ("ID", "wav"), replacements)
-    rows = []
-    with open(path, newline="", encoding="utf-8") as fin:
-        for line, row in enumerate(csv.DictReader(fin), start=2):
-            missing = set(_PLACEHOLDER.findall(row["wav"])) - set(replacements)
-            if missing:
-                raise ValueError(
-                    f"{path}:{line}: no value for ${sorted(missing)[0]} in "
-                    f"{row['wav']!r} (pass it as a replacement)"
-                )
-            row["wav"] = _PLACEHOLDER.sub(
-                lambda m: str(replacements[m.group(1)]), row["wav"]
-            )
-            rows.append(row)
-    return rows
 
 
 def read_trial_file(path):
@@ -151,7 +112,8 @@ def cohort_rows(train_rows, per_speaker=3, seed=1234):
     for speaker in sorted(by_speaker):
         rows = by_speaker[speaker]
         for row in rng.sample(rows, min(per_speaker, len(rows))):
-            chosen.append({**row, "wav": row["wav"].split(";")[0]})
+            # One file of a joined item: the cohort embeds files.
+            chosen.append({**row, "wav": split_wav_paths(row["wav"])[0]})
     return chosen
 
 
@@ -296,9 +258,14 @@ def verify_trials(
     scores = cosine_scores(enrol_emb, test_emb, enrol_idx, test_idx)
     if score_norm != "none":
         scores = score_normalize(
-            scores, enrol_idx, test_idx,
-            _unit(enrol_emb), _unit(test_emb), cohort_emb,
-            method=score_norm, top_n=top_n,
+            scores,
+            enrol_idx,
+            test_idx,
+            _unit(enrol_emb),
+            _unit(test_emb),
+            cohort_emb,
+            method=score_norm,
+            top_n=top_n,
         )
     eer, min_dcf, threshold = compute_eer_mindcf(scores, labels)
     return {
@@ -344,7 +311,8 @@ def write_report(results, output_folder, name="system", plots=True):
             ):
                 fout.write(f"{enrol} {test} {label} {score:.6f}\n")
         summary[condition] = {
-            k: v for k, v in result.items()
+            k: v
+            for k, v in result.items()
             if k not in ("scores", "labels", "trials")
         }
     with open(os.path.join(output_folder, "summary.json"), "w") as fout:
@@ -362,10 +330,7 @@ def write_report(results, output_folder, name="system", plots=True):
     with open(os.path.join(output_folder, "summary.md"), "w") as fout:
         fout.write(table + "\n")
     if plots:
-        from speechbrain_ext.scoring.plots import (
-            plot_det,
-            plot_score_histogram,
-        )
+        from speechbrain_ext.scoring.plots import plot_det, plot_score_histogram
 
         systems = {
             f"{name} ({c})": (r["scores"], r["labels"])

@@ -9,9 +9,9 @@ import soundfile as sf
 import torch
 import torch.utils.data
 from audio_helpers import padded_batch, power_ratio_db  # noqa: E402
+
 from speechbrain.augment.augmenter import Augmenter
 from speechbrain.processing.signal_processing import reverberate
-
 from speechbrain_ext import audio
 from speechbrain_ext.audio import AudioError, save_audio
 from speechbrain_ext.augment import (

@@ -34,15 +34,19 @@ from bench.objectives import (
 from bench.stats import format_spread, seed_summary, timing_summary
 from bench.step_overhead import added_loss_share, paired_ratios, summarize
 
-PATHS = dict(corpus="/c", prep_folder="/p", output_folder="/o",
-             noise_csv="/n.csv", rir_csv="/r.csv")
+PATHS = dict(
+    corpus="/c",
+    prep_folder="/p",
+    output_folder="/o",
+    noise_csv="/n.csv",
+    rir_csv="/r.csv",
+)
 
 
 def test_seed_summary_hand_computed():
     # mean 4, squared deviations 4 + 0 + 4 -> sample variance 8 / 2 = 4
     summary = seed_summary([2.0, 4.0, 6.0])
-    assert summary == {"mean": 4.0, "std": 2.0, "min": 2.0, "max": 6.0,
-                       "n": 3}
+    assert summary == {"mean": 4.0, "std": 2.0, "min": 2.0, "max": 6.0, "n": 3}
 
 
 def test_seed_summary_single_seed_has_no_std():
@@ -71,11 +75,16 @@ def test_paired_ratios_divide_within_repetition():
 
 
 def test_added_loss_share_is_relative_to_the_baseline_step():
-    steps = summarize({"aam_softmax": [2.0, 2.0, 2.0],
-                       "hybrid": [2.1, 1.9, 2.0]})
-    losses = summarize({"aam_softmax": [0.010, 0.010, 0.010],
-                        "hybrid": [0.014, 0.014, 0.013],
-                        "supcon": [0.004, 0.004, 0.004]})
+    steps = summarize(
+        {"aam_softmax": [2.0, 2.0, 2.0], "hybrid": [2.1, 1.9, 2.0]}
+    )
+    losses = summarize(
+        {
+            "aam_softmax": [0.010, 0.010, 0.010],
+            "hybrid": [0.014, 0.014, 0.013],
+            "supcon": [0.004, 0.004, 0.004],
+        }
+    )
     share = added_loss_share(steps, losses)
     # (0.014 - 0.010) / 2.0 = 0.2 %; (0.004 - 0.010) / 2.0 = -0.3 %
     assert share["hybrid"] == pytest.approx(0.2)
@@ -86,11 +95,17 @@ def test_added_loss_share_is_relative_to_the_baseline_step():
 def test_epoch_seconds_pairs_start_and_end_lines():
     events = [
         (1.0, "speechbrain.utils.epoch_loop - Going into epoch 1\n"),
-        (30.0, "speechbrain.utils.checkpoints - Saved an end-of-epoch "
-               "checkpoint in x\n"),
+        (
+            30.0,
+            "speechbrain.utils.checkpoints - Saved an end-of-epoch "
+            "checkpoint in x\n",
+        ),
         (31.0, "speechbrain.utils.epoch_loop - Going into epoch 2\n"),
-        (71.0, "speechbrain.utils.checkpoints - Saved an end-of-epoch "
-               "checkpoint in y\n"),
+        (
+            71.0,
+            "speechbrain.utils.checkpoints - Saved an end-of-epoch "
+            "checkpoint in y\n",
+        ),
         (80.0, "Going into epoch 3\n"),  # interrupted: no end line
     ]
     assert epoch_seconds(events) == [29.0, 40.0]
@@ -98,11 +113,22 @@ def test_epoch_seconds_pairs_start_and_end_lines():
 
 def hybrid_records(valid=(20.0, 22.0, 18.0)):
     return [
-        {"name": "hybrid", "seed": s, "EER": eer, "minDCF": dcf,
-         "epoch_seconds": [sec], "best_valid_EER": v}
+        {
+            "name": "hybrid",
+            "seed": s,
+            "EER": eer,
+            "minDCF": dcf,
+            "epoch_seconds": [sec],
+            "best_valid_EER": v,
+        }
         for (s, eer, dcf, sec), v in zip(
-            [(1, 10.0, 0.6, 100.0), (2, 12.0, 0.8, 120.0),
-             (3, 14.0, 0.7, 110.0)], valid)
+            [
+                (1, 10.0, 0.6, 100.0),
+                (2, 12.0, 0.8, 120.0),
+                (3, 14.0, 0.7, 110.0),
+            ],
+            valid,
+        )
     ]
 
 
@@ -116,15 +142,19 @@ def test_summarize_runs_and_table():
     assert summary["valid_EER"]["mean"] == pytest.approx(20.0)
     assert summary["epoch_seconds"]["mean"] == pytest.approx(110.0)
     paired = {"hybrid": {"verdict": "worse", "delta": 1.5, "p_value": 0.012}}
-    table = markdown_table(summarize_runs(records),
-                           {"name": "ref", "EER": 17.25, "minDCF": 0.9},
-                           paired)
+    table = markdown_table(
+        summarize_runs(records),
+        {"name": "ref", "EER": 17.25, "minDCF": 0.9},
+        paired,
+    )
     rows = table.splitlines()
     assert rows[0].count("|") == rows[2].count("|") == 8
-    assert rows[2] == ("| hybrid | 3 | 12.00 ± 2.00 [10.00-14.00] "
-                       "| 0.700 ± 0.100 [0.600-0.800] "
-                       "| 20.00 ± 2.00 [18.00-22.00] "
-                       "| worse (+1.50, p=0.012) | 110 ± 10 [100-120] |")
+    assert rows[2] == (
+        "| hybrid | 3 | 12.00 ± 2.00 [10.00-14.00] "
+        "| 0.700 ± 0.100 [0.600-0.800] "
+        "| 20.00 ± 2.00 [18.00-22.00] "
+        "| worse (+1.50, p=0.012) | 110 ± 10 [100-120] |"
+    )
     assert rows[3] == "| ref | - | 17.25 | 0.900 | - | - | - |"
 
 
@@ -136,43 +166,70 @@ def test_runs_without_validation_curve_have_no_valid_summary():
 
 
 def test_every_objective_gets_the_same_budget():
-    runs = {name: train_overrides(name, {}, DEFAULT, 3, PATHS)
-            for name in SUPERVISED}
-    assert set(runs) == {"aam_softmax", "supcon", "aamsupcon", "hybrid",
-                         "authors"}
-    shared = ("seed", "number_of_epochs", "channels", "sentence_len",
-              "prepare_options", "emb_dim", "batch_size")
+    runs = {
+        name: train_overrides(name, {}, DEFAULT, 3, PATHS)
+        for name in SUPERVISED
+    }
+    assert set(runs) == {
+        "aam_softmax",
+        "supcon",
+        "aamsupcon",
+        "hybrid",
+        "authors",
+    }
+    shared = (
+        "seed",
+        "number_of_epochs",
+        "channels",
+        "sentence_len",
+        "prepare_options",
+        "emb_dim",
+        "batch_size",
+    )
     for key in shared:
         assert len({repr(run[key]) for run in runs.values()}) == 1, key
     assert runs["aam_softmax"]["batch_size"] == 128
     for name in ("supcon", "aamsupcon", "hybrid"):
         run = runs[name]
         assert (run["n_speakers_per_batch"], run["n_utts_per_speaker"]) == (
-            64, 2)
+            64,
+            2,
+        )
         assert run["lr"] == 0.002 and run["lr_final"] == 0.0002
     for name in ("aam_softmax", "authors"):
         assert "n_speakers_per_batch" not in runs[name]
     # The authors' preset keeps its SGD schedule; a variant may override it.
     assert "lr" not in runs["authors"] and "lr_final" not in runs["authors"]
-    assert train_overrides("authors", {"lr": 0.1}, DEFAULT, 3,
-                           PATHS)["lr"] == 0.1
+    assert (
+        train_overrides("authors", {"lr": 0.1}, DEFAULT, 3, PATHS)["lr"] == 0.1
+    )
     assert runs["aamsupcon"]["aam_softmax_weight"] == 0.0
     assert "aam_softmax_weight" not in runs["hybrid"]
 
 
 def test_default_budget_is_the_documented_one():
     assert DEFAULT["epochs"] >= 8
-    assert (DEFAULT["n_test_speakers"], DEFAULT["n_valid_speakers"]) == (
-        40, 10)
+    assert (DEFAULT["n_test_speakers"], DEFAULT["n_valid_speakers"]) == (40, 10)
     assert DEFAULT["max_utts_per_speaker"] == 40
     assert DEFAULT["n_speakers"] is None  # all 250 speakers
     assert QUICK["n_speakers"] and QUICK["epochs"] >= 2
 
 
 def test_build_config_options():
-    config = build_config(parse_args([
-        "--data_folder", "d", "--embeddings_per_view", "64",
-        "--max_utts_per_speaker", "0", "--n_test_speakers", "30"]))
+    config = build_config(
+        parse_args(
+            [
+                "--data_folder",
+                "d",
+                "--embeddings_per_view",
+                "64",
+                "--max_utts_per_speaker",
+                "0",
+                "--n_test_speakers",
+                "30",
+            ]
+        )
+    )
     assert config["embeddings_per_view"] == 64
     assert config["max_utts_per_speaker"] is None  # 0: every utterance
     assert config["n_test_speakers"] == 30 and config["epochs"] == 8
@@ -203,8 +260,12 @@ def test_subset_corpus_links_even_spread(tmp_path):
         for word in range(6):
             (folder / f"{spk}-w{word}.opus").write_bytes(b"x")
     (tmp_path / "corpus" / "manifest.csv").write_text("ID\n")
-    out = subset_corpus(str(tmp_path / "corpus"), str(tmp_path / "sub"),
-                        n_speakers=2, utts_per_speaker=3)
+    out = subset_corpus(
+        str(tmp_path / "corpus"),
+        str(tmp_path / "sub"),
+        n_speakers=2,
+        utts_per_speaker=3,
+    )
     assert sorted(os.listdir(out)) == ["s1", "s3"]
     files = sorted(os.listdir(os.path.join(out, "s3")))
     assert files == ["s3-w0.opus", "s3-w2.opus", "s3-w4.opus"]
@@ -226,8 +287,12 @@ def test_corpus_folder_is_named_after_the_subset(tmp_path):
     bigger = corpus_folder(data, out, dict(config, max_utts_per_speaker=3))
     assert bigger != subset
     assert len(os.listdir(os.path.join(bigger, "s1"))) == 3
-    assert corpus_folder(data, out, {"n_speakers": None,
-                                     "max_utts_per_speaker": None}) == data
+    assert (
+        corpus_folder(
+            data, out, {"n_speakers": None, "max_utts_per_speaker": None}
+        )
+        == data
+    )
 
 
 def write_record(folder, overrides):
@@ -278,7 +343,8 @@ def test_validation_curve_and_its_best_epoch(tmp_path):
         "epoch: 2, lr: 1.50e-03 - train loss: 7.2 - valid EER: 24.0, "
         "valid minDCF: 9.50e-01\n"
         "epoch: 3, lr: 1.00e-03 - train loss: 6.0 - valid EER: 25.5, "
-        "valid minDCF: 9.60e-01\n")
+        "valid minDCF: 9.60e-01\n"
+    )
     curve = validation_curve(str(tmp_path))
     assert curve == [(1, 30.5), (2, 24.0), (3, 25.5)]
     assert best_validation_eer(curve) == 24.0
@@ -292,15 +358,16 @@ def test_selection_uses_validation_never_test():
     records = [
         {"name": "hybrid", "seed": 1, "EER": 15.0, "best_valid_EER": 21.0},
         {"name": "hybrid", "seed": 2, "EER": 15.0, "best_valid_EER": 10.0},
-        {"name": "hybrid_m0.1", "seed": 1, "EER": 11.0,
-         "best_valid_EER": 20.0},
-        {"name": "hybrid_warm", "seed": 1, "EER": 14.0,
-         "best_valid_EER": 19.0},
+        {"name": "hybrid_m0.1", "seed": 1, "EER": 11.0, "best_valid_EER": 20.0},
+        {"name": "hybrid_warm", "seed": 1, "EER": 14.0, "best_valid_EER": 19.0},
         {"name": "supcon", "seed": 1, "EER": 16.0, "best_valid_EER": 22.0},
     ]
-    variants = [("hybrid", "hybrid", {}), ("supcon", "supcon", {}),
-                ("hybrid_m0.1", "hybrid", {"margin": 0.1}),
-                ("hybrid_warm", "hybrid", {"lr_warmup_steps": 10})]
+    variants = [
+        ("hybrid", "hybrid", {}),
+        ("supcon", "supcon", {}),
+        ("hybrid_m0.1", "hybrid", {"margin": 0.1}),
+        ("hybrid_warm", "hybrid", {"lr_warmup_steps": 10}),
+    ]
     selection = select_by_validation(records, variants)
     assert set(selection) == {"hybrid"}  # supcon had a single setting
     # Compared on seed 1, the only one every candidate has (hybrid's seed
@@ -321,12 +388,11 @@ def speaker_trials(n_speakers=16, per_speaker=10, seed=0):
 def test_paired_tests_against_aam_softmax():
     labels, enrol, test, noise = speaker_trials()
     scores = {
-        "aam_softmax": {s: noise[i] + 1.0 * labels for i, s in
-                        enumerate((1, 2, 3))},
-        "hybrid": {s: noise[i] + 3.0 * labels for i, s in
-                   enumerate((1, 2, 3))},
-        "supcon": {s: noise[i] + 0.2 * labels for i, s in
-                   enumerate((1, 2, 3))},
+        "aam_softmax": {
+            s: noise[i] + 1.0 * labels for i, s in enumerate((1, 2, 3))
+        },
+        "hybrid": {s: noise[i] + 3.0 * labels for i, s in enumerate((1, 2, 3))},
+        "supcon": {s: noise[i] + 0.2 * labels for i, s in enumerate((1, 2, 3))},
         "same": {s: noise[i] + 1.0 * labels for i, s in enumerate((1, 2))},
     }
     paired = paired_against(scores, labels, enrol, test, n_resamples=300)
@@ -339,32 +405,37 @@ def test_paired_tests_against_aam_softmax():
     assert same["verdict"] == "no significant difference"
     assert same["text"].startswith("same vs aam_softmax:")
     json.dumps(paired)  # the report stores it as is
-    assert paired_against({"hybrid": scores["hybrid"]}, labels, enrol,
-                          test) == {}
+    assert (
+        paired_against({"hybrid": scores["hybrid"]}, labels, enrol, test) == {}
+    )
 
 
 def test_trial_speakers_follow_the_trial_file(tmp_path):
-    import sys
-
-    from bench.objective_runs import RECIPE
     from speechbrain_ext.audio import save_audio
-
-    sys.path.insert(0, RECIPE)
-    from cnceleb_prepare import prepare_folder_corpus
+    from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
 
     for spk in ("s1", "s2", "s3"):
         for word in ("w1", "w2"):
-            save_audio(str(tmp_path / "corpus" / spk / f"{spk}-{word}.wav"),
-                       torch.zeros(1600), 16000)
+            save_audio(
+                str(tmp_path / "corpus" / spk / f"{spk}-{word}.wav"),
+                torch.zeros(1600),
+                16000,
+            )
     prep = str(tmp_path / "prep")
-    prepare_folder_corpus(str(tmp_path / "corpus"), prep, n_test_speakers=3,
-                          valid_ratio=0, different_key_only=True)
+    prepare_folder_corpus(
+        str(tmp_path / "corpus"),
+        prep,
+        n_test_speakers=3,
+        valid_ratio=0,
+        different_key_only=True,
+    )
     labels, enrol, test = trial_speakers(prep)
     with open(os.path.join(prep, "trials.csv")) as fin:
         rows = [line.split(",") for line in fin.read().splitlines()[1:]]
     assert len(labels) == len(rows) > 0
-    for (enrol_id, test_id, label), target, e, t in zip(rows, labels, enrol,
-                                                        test):
+    for (enrol_id, test_id, label), target, e, t in zip(
+        rows, labels, enrol, test
+    ):
         assert (enrol_id.split("-")[0], test_id.split("-")[0]) == (e, t)
         assert target == (label == "1") == (e == t)
 
@@ -382,16 +453,33 @@ def test_report_shows_tests_selection_and_curves():
     for record in records:
         record.update(n_trials=1000, n_target=500)
     summary = summarize_runs(records)
-    paired = {"hybrid": {"text": "hybrid vs aam_softmax: ...", "seeds": [1],
-                         "p_value": 0.5}}
-    selection = {"hybrid": {"selected": "hybrid", "seeds": [1],
-                            "candidates": {"hybrid": 20.0}}}
+    paired = {
+        "hybrid": {
+            "text": "hybrid vs aam_softmax: ...",
+            "seeds": [1],
+            "p_value": 0.5,
+        }
+    }
+    selection = {
+        "hybrid": {
+            "selected": "hybrid",
+            "seeds": [1],
+            "candidates": {"hybrid": 20.0},
+        }
+    }
     curves = {"hybrid": {1: [(1, 30.0), (2, 20.0)]}}
-    machine = {"platform": "p", "cpu_count": 2, "torch": "t",
-               "device": "cpu"}
-    report = markdown_report(markdown_table(summary), DEFAULT, [1, 2, 3],
-                             records, machine, "cmd", paired, selection,
-                             curves)
+    machine = {"platform": "p", "cpu_count": 2, "torch": "t", "device": "cpu"}
+    report = markdown_report(
+        markdown_table(summary),
+        DEFAULT,
+        [1, 2, 3],
+        records,
+        machine,
+        "cmd",
+        paired,
+        selection,
+        curves,
+    )
     assert "- hybrid vs aam_softmax: ... (seeds [1], p = 0.500)" in report
     assert "- hybrid: **hybrid** (hybrid 20.00%; seeds [1])" in report
     assert "| hybrid | 30.00 | 20.00 |" in report

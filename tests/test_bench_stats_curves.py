@@ -11,11 +11,7 @@ from bench.curves import (
     plot_learning_curves,
     read_learning_curve,
 )
-from bench.stats import (
-    format_verdict,
-    paired_speaker_bootstrap,
-    weighted_eer,
-)
+from bench.stats import format_verdict, paired_speaker_bootstrap, weighted_eer
 from speechbrain_ext.scoring.metrics import compute_eer_mindcf
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

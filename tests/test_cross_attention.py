@@ -127,8 +127,7 @@ def test_accepts_speechbrain_embedding_layout_and_passes_gradients():
     module = attention()
     stacked = random(2 * BATCH, 1, QUERY).requires_grad_()  # [V*B, 1, D]
     frames = random(2 * BATCH, 5, MEMORY, seed=1).requires_grad_()
-    g = module(unstack_views(frames, 2),
-               embeddings=unstack_views(stacked, 2))
+    g = module(unstack_views(frames, 2), embeddings=unstack_views(stacked, 2))
     assert g.shape == (BATCH, 2, QUERY)
     stack_views(g).square().sum().backward()
     assert stacked.grad.abs().sum() > 0 and frames.grad.abs().sum() > 0

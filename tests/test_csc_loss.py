@@ -45,8 +45,13 @@ def test_entropy_and_bound_by_hand():
 
 
 def test_loss_value_temperatures_and_centre_by_hand():
-    loss = CSCLoss(n_prototypes=2, teacher_temperature=0.5,
-                   student_temperature=1.0, center_momentum=0.5, beta=0.0)
+    loss = CSCLoss(
+        n_prototypes=2,
+        teacher_temperature=0.5,
+        student_temperature=1.0,
+        center_momentum=0.5,
+        beta=0.0,
+    )
     loss.center.copy_(torch.tensor([[0.5, -0.5]]))
     teacher = torch.tensor([[1.5, 0.5]])
     student = torch.tensor([[0.0, math.log(3.0)]])
@@ -56,8 +61,9 @@ def test_loss_value_temperatures_and_centre_by_hand():
     assert value.item() == pytest.approx(expected, abs=1e-6)
     terms = loss.last_terms
     assert terms["teacher_entropy"] == pytest.approx(math.log(2), abs=1e-6)
-    assert terms["information"] == pytest.approx(math.log(2) - expected,
-                                                 abs=1e-6)
+    assert terms["information"] == pytest.approx(
+        math.log(2) - expected, abs=1e-6
+    )
     # c <- 0.5 c + 0.5 mean(t)
     assert loss.center.tolist() == [[1.0, 0.0]]
     loss.eval()
@@ -73,8 +79,7 @@ def test_separation_term_and_beta():
     value = loss(logits, logits, estimate, target)
     terms = loss.last_terms
     assert terms["separation"] == pytest.approx(2.0)
-    assert value.item() == pytest.approx(terms["cross_entropy"] + 0.5,
-                                         abs=1e-5)
+    assert value.item() == pytest.approx(terms["cross_entropy"] + 0.5, abs=1e-5)
     # Frames beyond the relative lengths do not count.
     target[:, 3:] = 100.0
     short = loss.separation_loss(estimate, target, torch.full((4,), 0.6))
@@ -102,8 +107,7 @@ def test_mean_entropy_term_rewards_using_many_prototypes():
     plain = CSCLoss(n_prototypes=4, beta=0.0)
     weighted = CSCLoss(n_prototypes=4, beta=0.0, mean_entropy_weight=1.0)
     gap_plain = plain(one_prototype, teacher) - plain(spread, teacher)
-    gap_weighted = (weighted(one_prototype, teacher)
-                    - weighted(spread, teacher))
+    gap_weighted = weighted(one_prototype, teacher) - weighted(spread, teacher)
     assert gap_plain.abs() < 1e-6  # same CE against a uniform teacher
     assert gap_weighted > 1.0  # log 4 - H(mean) of one prototype
 
@@ -153,8 +157,9 @@ def test_sinkhorn_balances_prototypes_and_keeps_rows_sharp():
     balanced = sinkhorn_knopp(logits, temperature=0.04, iterations=50)
     assert plain.mean(0)[0] > 0.5
     torch.testing.assert_close(balanced.sum(1), torch.ones(64))
-    torch.testing.assert_close(balanced.mean(0), torch.full((8,), 1 / 8),
-                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        balanced.mean(0), torch.full((8,), 1 / 8), atol=1e-3, rtol=0
+    )
     assert entropy(balanced).mean() < 0.5 * math.log(8)  # rows stay sharp
 
 
@@ -164,7 +169,8 @@ def test_sinkhorn_centering_of_a_collapsed_teacher_scores_nothing():
     value = loss(student, torch.ones(32, 16))
     assert loss.last_terms["information"] <= 1e-6
     assert loss.last_terms["teacher_entropy"] == pytest.approx(
-        math.log(16), abs=1e-4)
+        math.log(16), abs=1e-4
+    )
     assert torch.isfinite(value)
 
 
@@ -172,8 +178,9 @@ def test_variance_covariance_by_hand():
     z = torch.tensor([[1.0, 2.0], [-1.0, -2.0], [1.0, 2.0], [-1.0, -2.0]])
     variance, covariance = variance_covariance(z, eps=0.0)
     # var = 4/3 and 16/3; cov = 8/3 off the diagonal, twice, over D = 2.
-    expected_variance = (max(0, 1 - (4 / 3) ** 0.5)
-                         + max(0, 1 - (16 / 3) ** 0.5)) / 2
+    expected_variance = (
+        max(0, 1 - (4 / 3) ** 0.5) + max(0, 1 - (16 / 3) ** 0.5)
+    ) / 2
     assert variance.item() == pytest.approx(expected_variance, abs=1e-6)
     assert covariance.item() == pytest.approx(2 * (8 / 3) ** 2 / 2, rel=1e-5)
     loss = CSCLoss(4, variance_weight=2.0, covariance_weight=0.5)
@@ -181,8 +188,11 @@ def test_variance_covariance_by_hand():
     total = loss(logits, logits, embeddings=z)
     terms = loss.last_terms
     assert total.item() == pytest.approx(
-        terms["cross_entropy"] + 2.0 * terms["variance"]
-        + 0.5 * terms["covariance"], rel=1e-5)
+        terms["cross_entropy"]
+        + 2.0 * terms["variance"]
+        + 0.5 * terms["covariance"],
+        rel=1e-5,
+    )
 
 
 # ------------------------------------- the recipe's batch and embedding size
@@ -196,8 +206,9 @@ def bound(head, loss, z, g):
 
 @pytest.mark.parametrize("centering", ["ema", "sinkhorn"])
 @pytest.mark.parametrize("rows", [128, 256])
-@pytest.mark.parametrize("sizes", [RECIPE_HEAD, BENCH_HEAD],
-                         ids=["recipe_head", "bench_head"])
+@pytest.mark.parametrize(
+    "sizes", [RECIPE_HEAD, BENCH_HEAD], ids=["recipe_head", "bench_head"]
+)
 def test_unrelated_scores_nothing_related_scores_at_recipe_size(
     rows, sizes, centering
 ):
@@ -212,8 +223,9 @@ def test_unrelated_scores_nothing_related_scores_at_recipe_size(
     loss = CSCLoss(sizes["n_prototypes"], centering=centering)
     gen = generator(rows)
     z = torch.randn(rows, EMB_DIM, generator=gen)
-    related = bound(head, loss, z,
-                    z + 0.1 * torch.randn(rows, EMB_DIM, generator=gen))
+    related = bound(
+        head, loss, z, z + 0.1 * torch.randn(rows, EMB_DIM, generator=gen)
+    )
     unrelated = bound(head, loss, z, torch.randn(rows, EMB_DIM, generator=gen))
     collapsed = bound(head, loss, z, torch.ones(rows, EMB_DIM))
     assert related > 0.3
@@ -263,8 +275,10 @@ def related_pairs(gen, rows=128):
     """z and g of the same speaker, each its speaker plus noise."""
     which = torch.randint(16, (rows,), generator=gen)
     base = SPEAKERS[which]
-    return (base + 0.5 * torch.randn(rows, EMB_DIM, generator=gen),
-            base + 0.5 * torch.randn(rows, EMB_DIM, generator=gen))
+    return (
+        base + 0.5 * torch.randn(rows, EMB_DIM, generator=gen),
+        base + 0.5 * torch.randn(rows, EMB_DIM, generator=gen),
+    )
 
 
 def unrelated_pairs(gen, rows=128):
@@ -274,8 +288,9 @@ def unrelated_pairs(gen, rows=128):
 
 @pytest.mark.parametrize("centering", ["ema", "sinkhorn"])
 def test_training_raises_the_bound_only_when_z_and_g_are_related(centering):
-    related_before, related_after = train_head(related_pairs,
-                                               centering=centering)
+    related_before, related_after = train_head(
+        related_pairs, centering=centering
+    )
     _, unrelated_after = train_head(unrelated_pairs, centering=centering)
     assert related_after > related_before + 1.0
     assert related_after > 1.5  # of at most log 16 = 2.77 here
@@ -335,14 +350,16 @@ def copy_path_experiment(aggregate, parameters, steps=100, seed=0):
 @pytest.mark.parametrize("query", ["others", "learned"])
 def test_aggregator_cannot_copy_the_views_own_embedding(query):
     torch.manual_seed(0)  # the result must not depend on earlier tests
-    aggregator = CrossViewAttention(EMB_DIM, memory_size=24, num_heads=4,
-                                    query=query)
+    aggregator = CrossViewAttention(
+        EMB_DIM, memory_size=24, num_heads=4, query=query
+    )
 
     def aggregate(z, frames):
         return aggregator(frames, embeddings=z)
 
-    before, after = copy_path_experiment(aggregate,
-                                         list(aggregator.parameters()))
+    before, after = copy_path_experiment(
+        aggregate, list(aggregator.parameters())
+    )
     assert after <= 0.05 and after < before + 0.1
 
 
@@ -354,8 +371,9 @@ def test_control_an_aggregator_that_sees_its_own_view_does_copy_it():
     def aggregate(z, frames):
         return attention(z, z, z, need_weights=False)[0]
 
-    before, after = copy_path_experiment(aggregate,
-                                         list(attention.parameters()))
+    before, after = copy_path_experiment(
+        aggregate, list(attention.parameters())
+    )
     # Seeds 0-2 all rise by about 0.7 nats (to +0.14); the sound
     # aggregator stays within 0.06 of where it started.
     assert after > before + 0.5 and after > 0.0
@@ -369,8 +387,9 @@ def test_half_precision_inputs_give_the_float32_value(dtype):
     gen = generator(3)
     student = torch.randn(16, 32, generator=gen)
     teacher = torch.randn(16, 32, generator=gen)
-    reference = CSCLoss(32)(student.to(dtype).float(),
-                            teacher.to(dtype).float())
+    reference = CSCLoss(32)(
+        student.to(dtype).float(), teacher.to(dtype).float()
+    )
     value = CSCLoss(32)(student.to(dtype), teacher.to(dtype))
     assert value.dtype == torch.float32
     assert value.item() == pytest.approx(reference.item(), rel=1e-5)

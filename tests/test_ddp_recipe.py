@@ -27,14 +27,23 @@ pytestmark = pytest.mark.skipif(
 def torchrun(args, n_processes=2, timeout=600):
     """Runs train.py under torchrun; fails with the output of every rank."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={n_processes}", "train.py", *args,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={n_processes}",
+        "train.py",
+        *args,
         "--distributed_backend=gloo",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.run(
-        command, cwd=RECIPE, capture_output=True, text=True,
-        timeout=timeout, env=env,
+        command,
+        cwd=RECIPE,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     output = process.stdout + process.stderr
     assert process.returncode == 0, output[-4000:]
@@ -68,21 +77,28 @@ def check_run(out, output, epochs, tmp_path):
         source=os.path.join(out, "export"), savedir=str(tmp_path / "load")
     )
     assert encoder.encode_batch(torch.randn(1, 16000) * 0.1).shape == (
-        1, 1, 32,
+        1,
+        1,
+        32,
     )
 
 
 def test_torchrun_aamsupcon_splits_pk_batches(corpus, tmp_path):
     """The hybrid AAM-SupCon: whole P x K batches per rank, gathered loss."""
     out, epochs = str(tmp_path / "ddp"), 2
-    output = torchrun([
-        *train_args(corpus, out, "hparams/aamsupcon.yaml", epochs),
-        "--n_speakers_per_batch=2",
-        "--n_utts_per_speaker=2",
-    ])
+    output = torchrun(
+        [
+            *train_args(corpus, out, "hparams/aamsupcon.yaml", epochs),
+            "--n_speakers_per_batch=2",
+            "--n_utts_per_speaker=2",
+        ]
+    )
     # The sampler's batches per epoch, split whole between the 2 ranks.
-    batches = [line for line in output.splitlines()
-               if "PKSampler:" in line and "batches of" in line]
+    batches = [
+        line
+        for line in output.splitlines()
+        if "PKSampler:" in line and "batches of" in line
+    ]
     assert batches, output[-3000:]
     per_epoch = int(batches[0].split(";")[-1].split()[0])
     assert optimizer_steps(os.path.join(out, "save")) == (

@@ -80,9 +80,14 @@ def make_loss(objective, gather_distributed):
             temperature=0.5, gather_distributed=gather_distributed
         )
     # The mean-entropy term is the one that needs the global batch.
-    return CSCLoss(3, teacher_temperature=0.5, student_temperature=1.0,
-                   beta=0.5, mean_entropy_weight=1.0,
-                   gather_distributed=gather_distributed)
+    return CSCLoss(
+        3,
+        teacher_temperature=0.5,
+        student_temperature=1.0,
+        beta=0.5,
+        mean_entropy_weight=1.0,
+        gather_distributed=gather_distributed,
+    )
 
 
 def loss_and_gradients(model, objective, loss_fn, rows, view_ids):
@@ -97,7 +102,8 @@ def loss_and_gradients(model, objective, loss_fn, rows, view_ids):
     loss.backward()
     module = getattr(model, "module", model)
     gradients = {
-        name: param.grad.clone() for name, param in module.named_parameters()
+        name: param.grad.clone()
+        for name, param in module.named_parameters()
         if param.grad is not None
     }
     return loss.detach(), gradients

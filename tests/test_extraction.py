@@ -81,7 +81,6 @@ def items(tmp_path):
 def tiny_export(tmp_path_factory):
     """A small random ECAPA-TDNN exported for EncoderClassifier."""
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-
     from speechbrain_ext.export import default_template, export_encoder
 
     torch.manual_seed(0)
@@ -210,9 +209,7 @@ def test_corrupt_file_is_named(items, tmp_path):
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF not really a wave file")
     with pytest.raises(AudioError, match="corrupt.wav"):
-        EmbeddingExtractor(RecordingEncoder())(
-            items + [("bad", str(corrupt))]
-        )
+        EmbeddingExtractor(RecordingEncoder())(items + [("bad", str(corrupt))])
 
 
 def test_complete_cache_is_returned_without_the_model(
@@ -276,10 +273,21 @@ def test_benchmark_command_writes_report(tmp_path, tiny_export):
     out = tmp_path / "extract.json"
     subprocess.run(
         [
-            sys.executable, "-m", "bench.extract",
-            "--data_folder", str(data), "--n_files", "4",
-            "--model", tiny_export,
-            "--batch_sizes", "2", "--workers", "0", "--out", str(out),
+            sys.executable,
+            "-m",
+            "bench.extract",
+            "--data_folder",
+            str(data),
+            "--n_files",
+            "4",
+            "--model",
+            tiny_export,
+            "--batch_sizes",
+            "2",
+            "--workers",
+            "0",
+            "--out",
+            str(out),
         ],
         cwd=REPO,
         check=True,
@@ -324,11 +332,12 @@ def test_transform_gets_each_id_before_cropping(items):
 def test_cache_of_another_transform_is_refused(items, tmp_path):
     cache = str(tmp_path / "cache")
     EmbeddingExtractor(RecordingEncoder())(items[:2], cache)
-    with pytest.raises(ValueError, match=r"transformed by none, not "
-                       r"test_extraction\.reverse: use one cache folder"):
-        EmbeddingExtractor(RecordingEncoder(), transform=reverse)(
-            items, cache
-        )
+    with pytest.raises(
+        ValueError,
+        match=r"transformed by none, not "
+        r"test_extraction\.reverse: use one cache folder",
+    ):
+        EmbeddingExtractor(RecordingEncoder(), transform=reverse)(items, cache)
     other = str(tmp_path / "reversed")
     _, first = EmbeddingExtractor(RecordingEncoder(), transform=reverse)(
         items, other
@@ -349,9 +358,7 @@ def test_cache_written_before_stamps_counts_as_untransformed(items, tmp_path):
     _, embeddings = EmbeddingExtractor(FailingEncoder(0))(items, cache)
     np.testing.assert_array_equal(embeddings, expected_rows(items))
     with pytest.raises(ValueError, match="transformed by none"):
-        EmbeddingExtractor(RecordingEncoder(), transform=reverse)(
-            items, cache
-        )
+        EmbeddingExtractor(RecordingEncoder(), transform=reverse)(items, cache)
 
 
 def test_audio_under_min_seconds_is_mirrored_up_to_it(tmp_path):

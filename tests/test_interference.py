@@ -289,7 +289,8 @@ def test_views_with_talker_noise_and_reverb(tmp_path):
 def test_segment_views_share_the_speaker_not_the_samples():
     clean, lens = padded_batch([3000, 3000, 3000, 3000], 3000)
     views = InterferedViews(
-        [InterferingTalker(sir_low=0.0, sir_high=0.0)], n_views=1,
+        [InterferingTalker(sir_low=0.0, sir_high=0.0)],
+        n_views=1,
         segments=3,
     )
     torch.manual_seed(0)

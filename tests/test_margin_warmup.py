@@ -1,7 +1,6 @@
 """Margin warm-up of the losses and LR warm-up of the recipe."""
 
 import glob
-import importlib.util
 import math
 import os
 from types import SimpleNamespace
@@ -9,18 +8,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from recipe_helpers import RECIPE, run_recipe, train_args  # noqa: E402
-from speechbrain.nnet.schedulers import update_learning_rate
+from recipe_helpers import run_recipe, train_args  # noqa: E402
 
+from speechbrain.nnet.schedulers import update_learning_rate
+from speechbrain_ext.brain import RobustBrain
 from speechbrain_ext.losses import (
     AAMSoftmaxLoss,
     AAMSupConLoss,
     WeightedLossSum,
 )
-from speechbrain_ext.losses.margin_schedule import (
-    MarginWarmup,
-    warmup_fraction,
-)
+from speechbrain_ext.losses.margin_schedule import MarginWarmup, warmup_fraction
 
 
 def random_batch(n_speakers=4, n_per_speaker=3, dim=16, seed=0):
@@ -53,13 +50,18 @@ def test_bad_schedules_are_named(start, ramp):
 @pytest.mark.parametrize("margin_type", ["arc", "cos"])
 def test_aam_supcon_effective_margin_at_each_step(margin_type):
     embeddings, labels = random_batch()
-    loss = AAMSupConLoss(margin=MARGIN, margin_type=margin_type,
-                         margin_warmup_start=START, margin_warmup_steps=RAMP)
+    loss = AAMSupConLoss(
+        margin=MARGIN,
+        margin_type=margin_type,
+        margin_warmup_start=START,
+        margin_warmup_steps=RAMP,
+    )
     for step, margin in enumerate(EXPECTED):
         assert loss.current_margin == pytest.approx(margin)
         fixed = AAMSupConLoss(margin=margin, margin_type=margin_type)
-        assert torch.allclose(loss(embeddings, labels),
-                              fixed(embeddings, labels)), step
+        assert torch.allclose(
+            loss(embeddings, labels), fixed(embeddings, labels)
+        ), step
     assert int(loss.margin_warmup.step) == len(EXPECTED)
 
 
@@ -69,17 +71,22 @@ def test_margin_zero_at_step_zero_is_plain_supcon():
     plain = AAMSupConLoss(margin=0.0)
     full = AAMSupConLoss(margin=0.3)
     value = warming(embeddings, labels)
-    assert value.item() == pytest.approx(plain(embeddings, labels).item(),
-                                         abs=0)
+    assert value.item() == pytest.approx(
+        plain(embeddings, labels).item(), abs=0
+    )
     assert value.item() < full(embeddings, labels).item()
 
 
 def test_aam_softmax_effective_margin_at_each_step():
     embeddings, labels = random_batch()
     torch.manual_seed(0)
-    loss = AAMSoftmaxLoss(input_size=16, n_classes=4, margin=MARGIN,
-                          margin_warmup_start=START,
-                          margin_warmup_steps=RAMP)
+    loss = AAMSoftmaxLoss(
+        input_size=16,
+        n_classes=4,
+        margin=MARGIN,
+        margin_warmup_start=START,
+        margin_warmup_steps=RAMP,
+    )
     for step, margin in enumerate(EXPECTED):
         fixed = AAMSoftmaxLoss(classifier=loss.classifier, margin=margin)
         expected = fixed(embeddings, labels)
@@ -89,17 +96,21 @@ def test_aam_softmax_effective_margin_at_each_step():
         assert aam.cos_m == pytest.approx(math.cos(margin))
         assert aam.th == pytest.approx(math.cos(math.pi - margin))
     # Past the warm-up: SpeechBrain's AAM-softmax with the full margin.
-    assert torch.allclose(loss(embeddings, labels),
-                          AAMSoftmaxLoss(classifier=loss.classifier,
-                                         margin=MARGIN)(embeddings, labels))
+    assert torch.allclose(
+        loss(embeddings, labels),
+        AAMSoftmaxLoss(classifier=loss.classifier, margin=MARGIN)(
+            embeddings, labels
+        ),
+    )
 
 
 @pytest.mark.parametrize(
     "make",
     [
         lambda: AAMSupConLoss(margin_warmup_steps=5),
-        lambda: AAMSoftmaxLoss(input_size=16, n_classes=4,
-                               margin_warmup_steps=5),
+        lambda: AAMSoftmaxLoss(
+            input_size=16, n_classes=4, margin_warmup_steps=5
+        ),
     ],
     ids=["aam_supcon", "aam_softmax"],
 )
@@ -120,40 +131,54 @@ def test_eval_calls_do_not_advance(make):
 
 def test_state_dict_round_trip_keeps_the_step():
     embeddings, labels = random_batch()
-    trained = WeightedLossSum({
-        "aam_supcon": AAMSupConLoss(margin_warmup_start=1,
-                                    margin_warmup_steps=4),
-        "aam_softmax": AAMSoftmaxLoss(input_size=16, n_classes=4,
-                                      margin_warmup_start=1,
-                                      margin_warmup_steps=4),
-    })
+    trained = WeightedLossSum(
+        {
+            "aam_supcon": AAMSupConLoss(
+                margin_warmup_start=1, margin_warmup_steps=4
+            ),
+            "aam_softmax": AAMSoftmaxLoss(
+                input_size=16,
+                n_classes=4,
+                margin_warmup_start=1,
+                margin_warmup_steps=4,
+            ),
+        }
+    )
     for _ in range(3):
         trained(embeddings, labels)
     state = trained.state_dict()
     assert int(state["losses.aam_supcon.margin_warmup.step"]) == 3
     assert int(state["losses.aam_softmax.margin_warmup.step"]) == 3
 
-    resumed = WeightedLossSum({
-        "aam_supcon": AAMSupConLoss(margin_warmup_start=1,
-                                    margin_warmup_steps=4),
-        "aam_softmax": AAMSoftmaxLoss(input_size=16, n_classes=4,
-                                      margin_warmup_start=1,
-                                      margin_warmup_steps=4),
-    })
+    resumed = WeightedLossSum(
+        {
+            "aam_supcon": AAMSupConLoss(
+                margin_warmup_start=1, margin_warmup_steps=4
+            ),
+            "aam_softmax": AAMSoftmaxLoss(
+                input_size=16,
+                n_classes=4,
+                margin_warmup_start=1,
+                margin_warmup_steps=4,
+            ),
+        }
+    )
     resumed.load_state_dict(state, strict=True)
     for name in ("aam_supcon", "aam_softmax"):
         assert resumed.losses[name].current_margin == pytest.approx(0.1)
     # Both continue the schedule exactly as the uninterrupted module does.
-    assert torch.allclose(resumed(embeddings, labels),
-                          trained(embeddings, labels))
+    assert torch.allclose(
+        resumed(embeddings, labels), trained(embeddings, labels)
+    )
 
 
 def test_checkpoint_without_the_step_loads_as_step_zero():
     loss = AAMSupConLoss(margin_warmup_steps=4)
     embeddings, labels = random_batch()
     loss(embeddings, labels)
-    old = {k: v for k, v in loss.state_dict().items()
-           if "margin_warmup" not in k}
+    old = {
+        k: v for k, v in loss.state_dict().items() if "margin_warmup" not in k
+    }
     loss.load_state_dict(old, strict=True)  # no missing-key error
     assert loss.margin_warmup.steps == 0 and int(loss.margin_warmup.step) == 0
 
@@ -167,27 +192,16 @@ def test_default_is_off_and_unchanged():
     assert torch.equal(first, loss(embeddings, labels))
 
 
-# LR warm-up in train.py --------------------------------------------------
-
-
-def load_train_module():
-    """recipes/CNCeleb/train.py as a module (its main block does not run)."""
-    spec = importlib.util.spec_from_file_location(
-        "cnceleb_train_for_tests", os.path.join(RECIPE, "train.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# LR warm-up (speechbrain_ext.brain.RobustBrain) --------------------------------------------------
 
 
 def tiny_brain(warmup, lr=0.1):
-    train = load_train_module()
-    brain = train.SpeakerEmbeddingBrain(
+    brain = RobustBrain(
         modules={"layer": torch.nn.Linear(2, 2)},
         opt_class=lambda params: torch.optim.SGD(params, lr=lr),
-        hparams={"lr_warmup_steps": warmup,
-                 "epoch_counter": SimpleNamespace(current=1)},
+        hparams={"epoch_counter": SimpleNamespace(current=1)},
         run_opts={"device": "cpu"},
+        lr_warmup_steps=warmup,
     )
     brain.init_optimizers()
     return brain
@@ -207,7 +221,8 @@ def step_lrs(brain, n_steps):
 def test_lr_rises_linearly_during_warmup_then_stays():
     brain = tiny_brain(warmup=4)
     assert step_lrs(brain, 6) == pytest.approx(
-        [0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+        [0.025, 0.05, 0.075, 0.1, 0.1, 0.1]
+    )
     group = brain.optimizer.param_groups[0]
     assert not {"warmup_lr", "base_lr_epoch", "warmup_epoch"} & set(group)
 
@@ -221,8 +236,7 @@ def test_lr_warmup_follows_the_epoch_scheduler(new_lr):
     update_learning_rate(brain.optimizer, new_lr)
     brain.hparams.epoch_counter.current = 2
     lrs += step_lrs(brain, 3)
-    assert lrs == pytest.approx(
-        [0.025, 0.05, new_lr * 3 / 4, new_lr, new_lr])
+    assert lrs == pytest.approx([0.025, 0.05, new_lr * 3 / 4, new_lr, new_lr])
 
 
 def test_lr_set_mid_epoch_becomes_the_base():
@@ -247,7 +261,8 @@ def test_without_warmup_the_lr_is_untouched():
     brain = tiny_brain(warmup=0)
     assert step_lrs(brain, 2) == [0.1, 0.1]
     assert set(brain.optimizer.param_groups[0]) == set(
-        tiny_brain(warmup=0).optimizer.param_groups[0])
+        tiny_brain(warmup=0).optimizer.param_groups[0]
+    )
 
 
 def test_recipe_trains_with_both_warmups_and_five_views(corpus, tmp_path):

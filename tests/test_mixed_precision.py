@@ -39,8 +39,8 @@ import re
 import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.seed import seed_everything
 
+from speechbrain.utils.seed import seed_everything
 from speechbrain_ext.augment.noise import generate_noise_bank
 from speechbrain_ext.augment.reverb import simulate_rirs
 from speechbrain_ext.losses import (
@@ -179,8 +179,8 @@ def test_training_step_under_autocast(hparams_file, dtype, augmentation_banks):
     torch.set_num_threads(1)
     hparams = load_recipe(hparams_file, augmentation_banks)
     batch = random_batch()
-    reference, reference_loss, reference_terms, reference_grads = (
-        training_step(hparams, batch)
+    reference, reference_loss, reference_terms, reference_grads = training_step(
+        hparams, batch
     )
     outputs, loss, terms, grads = training_step(hparams, batch, dtype)
 
@@ -327,8 +327,9 @@ def test_csc_distillation_of_half_logits_is_the_float32_value(dtype):
     half_teacher = teacher.to(dtype)
     value = CSCLoss(256)(half_student, half_teacher)
     value.backward()
-    reference = CSCLoss(256)(half_student.detach().float(),
-                             half_teacher.float())
+    reference = CSCLoss(256)(
+        half_student.detach().float(), half_teacher.float()
+    )
     assert value.dtype == torch.float32
     assert value.item() == pytest.approx(reference.item(), rel=1e-5)
     assert torch.isfinite(half_student.grad).all()

@@ -8,11 +8,11 @@ before ``backward`` instead.
 import sys
 
 import pytest
-import speechbrain as sb
 import torch
 from recipe_helpers import RECIPE  # noqa: E402
-from speechbrain.dataio.batch import PaddedBatch
 
+import speechbrain as sb
+from speechbrain.dataio.batch import PaddedBatch
 from speechbrain_ext.tasks import EmbeddingTask
 
 sys.path.insert(0, RECIPE)
@@ -49,9 +49,9 @@ def make_brain(factors, patience=2):
 
 
 def make_batch(step):
-    return PaddedBatch([
-        {"id": f"spk{i}-utt{step}", "sig": torch.randn(16)} for i in range(2)
-    ])
+    return PaddedBatch(
+        [{"id": f"spk{i}-utt{step}", "sig": torch.randn(16)} for i in range(2)]
+    )
 
 
 def weights(brain):
@@ -96,8 +96,7 @@ def test_skipped_batch_leaves_batch_norm_statistics_as_they_were():
     """A NaN input poisons the running statistics in the forward pass; a
     skipped batch must not, or every later evaluation scores NaN."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 4),
-                                torch.nn.BatchNorm1d(4))
+    model = torch.nn.Sequential(torch.nn.Linear(16, 4), torch.nn.BatchNorm1d(4))
     brain = SpeakerEmbeddingBrain(
         modules={"embedding_model": model},
         opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
@@ -117,5 +116,6 @@ def test_skipped_batch_leaves_batch_norm_statistics_as_they_were():
     assert torch.equal(norm.running_var, var)
     brain.modules.eval()
     with torch.no_grad():
-        assert torch.isfinite(brain.modules.embedding_model(
-            torch.randn(3, 16))).all()
+        assert torch.isfinite(
+            brain.modules.embedding_model(torch.randn(3, 16))
+        ).all()

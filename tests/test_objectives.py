@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
+
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
-
 from speechbrain_ext.losses import (
     AAMSoftmaxLoss,
     AAMSupConLoss,

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
+from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain_ext.audio import save_audio
 from speechbrain_ext.extraction import EmbeddingExtractor, _pad_batch
 from speechbrain_ext.onnx_backend import OnnxEncoder, load_encoder
@@ -40,16 +40,16 @@ MIN_COSINE = 0.9999
 def cosine(a, b):
     """Row-wise cosine similarity of two arrays [N, dim]."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b,
-                                                                      axis=1))
+    return (a * b).sum(1) / (
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    )
 
 
 def noise(seconds, seed):
     """A 16 kHz noise waveform with some loud and quiet stretches."""
     generator = torch.Generator().manual_seed(seed)
     wav = torch.randn(int(16000 * seconds), generator=generator)
-    envelope = 0.05 + 0.2 * torch.rand(1 + len(wav) // 800,
-                                       generator=generator)
+    envelope = 0.05 + 0.2 * torch.rand(1 + len(wav) // 800, generator=generator)
     return wav * envelope.repeat_interleave(800)[: len(wav)]
 
 
@@ -122,8 +122,9 @@ def test_export_writes_a_dynamic_graph_beside_the_checkpoint(
     opset = {o.domain: o.version for o in model.opset_import}[""]
     assert opset >= 17
     shapes = {
-        value.name: [d.dim_param or d.dim_value
-                     for d in value.type.tensor_type.shape.dim]
+        value.name: [
+            d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim
+        ]
         for value in [*model.graph.input, *model.graph.output]
     }
     assert shapes == {
@@ -159,10 +160,12 @@ def test_padded_batches_match_torch(torch_encoder, onnx_encoder, padding):
         _, wavs, lens = _pad_batch(batch)
     else:
         longest = max(len(w) for _, w in batch)
-        wavs = torch.stack([
-            torch.nn.functional.pad(w, (0, longest - len(w)))
-            for _, w in batch
-        ])
+        wavs = torch.stack(
+            [
+                torch.nn.functional.pad(w, (0, longest - len(w)))
+                for _, w in batch
+            ]
+        )
         lens = torch.tensor([len(w) / longest for _, w in batch])
     with torch.no_grad():
         expected = torch_encoder.encode_batch(wavs, lens).squeeze(1)
@@ -242,8 +245,10 @@ def test_folder_that_cannot_be_exported_is_named(tmp_path):
     assert stock in text
     with open(yaml_path, "w") as fout:
         fout.write(text.replace(stock, "!new:test_onnx_export.BranchingTDNN"))
-    with pytest.raises(OnnxExportError, match="cannot export BranchingTDNN "
-                       f"of {folder} to ONNX"):
+    with pytest.raises(
+        OnnxExportError,
+        match=f"cannot export BranchingTDNN of {folder} to ONNX",
+    ):
         export_onnx(folder)
     assert not os.path.exists(os.path.join(folder, ONNX_FILE))
 
@@ -258,7 +263,8 @@ def test_export_refuses_a_graph_that_disagrees_with_torch(
 
     forward = onnx_export.DftConvSTFT.forward
     monkeypatch.setattr(
-        onnx_export.DftConvSTFT, "forward",
+        onnx_export.DftConvSTFT,
+        "forward",
         lambda self, x: forward(self, x).roll(5, dims=2),  # wrong bins
     )
     path = str(tmp_path / "wrong.onnx")
@@ -269,8 +275,9 @@ def test_export_refuses_a_graph_that_disagrees_with_torch(
 
 def test_missing_onnx_file_says_how_to_export(tmp_path):
     pytest.importorskip("onnxruntime")
-    with pytest.raises(FileNotFoundError,
-                       match="python -m speechbrain_ext.onnx_export"):
+    with pytest.raises(
+        FileNotFoundError, match="python -m speechbrain_ext.onnx_export"
+    ):
         OnnxEncoder(str(tmp_path))
 
 
@@ -311,8 +318,11 @@ encoder = load_encoder({tiny_export!r}, savedir={str(tmp_path / "l")!r})
 print(tuple(encoder.encode_batch(torch.randn(2, 8000)).shape))
 """
     process = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
-        cwd=REPO, timeout=300,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert process.stdout.strip().endswith(
@@ -327,11 +337,31 @@ def test_verify_rejects_onnx_on_gpu(capsys):
     finally:
         sys.path.pop(0)
     with pytest.raises(SystemExit):
-        verify.parse_args(["--model", "m", "--data_folder", "d",
-                           "--backend", "onnx", "--device", "cuda:0"])
+        verify.parse_args(
+            [
+                "--model",
+                "m",
+                "--data_folder",
+                "d",
+                "--backend",
+                "onnx",
+                "--device",
+                "cuda:0",
+            ]
+        )
     assert "--backend onnx runs on the CPU" in capsys.readouterr().err
-    args = verify.parse_args(["--model", "m", "--data_folder", "d",
-                              "--backend", "onnx", "--threads", "2"])
+    args = verify.parse_args(
+        [
+            "--model",
+            "m",
+            "--data_folder",
+            "d",
+            "--backend",
+            "onnx",
+            "--threads",
+            "2",
+        ]
+    )
     assert (args.backend, args.threads) == ("onnx", 2)
 
 
@@ -346,13 +376,32 @@ def test_benchmark_adds_onnx_rows_side_by_side(tmp_path, tiny_export):
     out = tmp_path / "extract.json"
     subprocess.run(
         [
-            sys.executable, "-m", "bench.extract",
-            "--data_folder", str(data), "--n_files", "4",
-            "--model", tiny_export, "--threads", "1",
-            "--batch_sizes", "1", "2", "--workers", "0",
-            "--backends", "torch", "onnx", "--out", str(out),
+            sys.executable,
+            "-m",
+            "bench.extract",
+            "--data_folder",
+            str(data),
+            "--n_files",
+            "4",
+            "--model",
+            tiny_export,
+            "--threads",
+            "1",
+            "--batch_sizes",
+            "1",
+            "2",
+            "--workers",
+            "0",
+            "--backends",
+            "torch",
+            "onnx",
+            "--out",
+            str(out),
         ],
-        cwd=REPO, check=True, capture_output=True, timeout=600,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     report = json.loads(out.read_text())
     rows = report["result"]["rows"]
@@ -364,7 +413,11 @@ def test_benchmark_adds_onnx_rows_side_by_side(tmp_path, tiny_export):
         ("EmbeddingExtractor + ONNX Runtime", 2),
     ]
     assert [r["backend"] for r in rows] == [
-        "torch", "torch", "onnxruntime", "torch", "onnxruntime"
+        "torch",
+        "torch",
+        "onnxruntime",
+        "torch",
+        "onnxruntime",
     ]
     baseline = rows[0]["seconds"]
     for row in rows[1:]:
@@ -373,7 +426,7 @@ def test_benchmark_adds_onnx_rows_side_by_side(tmp_path, tiny_export):
     assert report["result"]["onnx_control"]["min_cosine"] >= MIN_COSINE
     assert report["machine"]["onnxruntime_threads"] == 1
     assert report["model"]["onnx"]["opset"] >= 17
-    assert "1 torch threads, 1 ONNX Runtime intra-op threads" in (
-        report["table"]
+    assert (
+        "1 torch threads, 1 ONNX Runtime intra-op threads" in (report["table"])
     )
     assert "| EmbeddingExtractor + ONNX Runtime | 2 | 0 |" in report["table"]

@@ -24,8 +24,9 @@ def trained(corpus, tmp_path_factory):
     hparams = folder / "aam_softmax_onnx.yaml"
     with open(os.path.join(RECIPE, "hparams", "aam_softmax.yaml")) as fin:
         hparams.write_text(fin.read() + "\nexport_onnx: True\n")
-    args = train_args(corpus, str(folder / "run"), hparams=str(hparams),
-                      epochs=1)
+    args = train_args(
+        corpus, str(folder / "run"), hparams=str(hparams), epochs=1
+    )
     stdout = run_recipe("train.py", *args)
     return args, os.path.join(str(folder / "run"), "export"), stdout
 
@@ -41,17 +42,18 @@ def test_train_and_export_write_the_onnx_model(trained):
     stdout = run_recipe("export.py", *args[:1], "--onnx", *args[1:])
     assert f"Exported model: {export}" in stdout
     assert f"Exported ONNX model: {onnx_file}" in stdout
-    for name in ("hyperparams.yaml", "embedding_model.ckpt",
-                 "embedding_model.onnx"):
+    for name in (
+        "hyperparams.yaml",
+        "embedding_model.ckpt",
+        "embedding_model.onnx",
+    ):
         assert os.path.isfile(os.path.join(export, name)), name
 
 
 def read_scores(path):
     """Trial -> score of a verify.py scores file."""
     with open(path) as fin:
-        return {
-            tuple(line.split()[:3]): float(line.split()[3]) for line in fin
-        }
+        return {tuple(line.split()[:3]): float(line.split()[3]) for line in fin}
 
 
 def test_verify_onnx_backend_gives_torch_eer(trained, corpus, tmp_path):
@@ -61,10 +63,25 @@ def test_verify_onnx_backend_gives_torch_eer(trained, corpus, tmp_path):
     for backend in ("torch", "onnx"):
         out = str(tmp_path / backend)
         run_recipe(
-            "verify.py", "--model", export, "--data_folder", corpus,
-            "--prep_folder", prep, "--output_folder", out,
-            "--enrol_mode", "concat", "avg", "--no_plots",
-            "--backend", backend, "--threads", "1", "--batch_size", "4",
+            "verify.py",
+            "--model",
+            export,
+            "--data_folder",
+            corpus,
+            "--prep_folder",
+            prep,
+            "--output_folder",
+            out,
+            "--enrol_mode",
+            "concat",
+            "avg",
+            "--no_plots",
+            "--backend",
+            backend,
+            "--threads",
+            "1",
+            "--batch_size",
+            "4",
         )
         with open(os.path.join(out, "summary.json")) as fin:
             summaries[backend] = json.load(fin)["results"]

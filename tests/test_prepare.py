@@ -8,23 +8,18 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+
 from speechbrain.dataio.dataio import load_data_csv
 from speechbrain.dataio.dataset import DynamicItemDataset
-
 from speechbrain_ext.data.demo_corpus import generate_demo_corpus
-from speechbrain_ext.data.manifest import (
-    make_trials,
-    read_list,
-    split_held_out,
-)
+from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
+from speechbrain_ext.data.manifest import read_list
+from speechbrain_ext.data.preparation import make_trials, split_held_out
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "recipes",
-                                "CNCeleb"))
-from cnceleb_prepare import (  # noqa: E402
-    prepare_cnceleb,
-    prepare_data,
-    prepare_folder_corpus,
+sys.path.insert(
+    0, os.path.join(os.path.dirname(__file__), "..", "recipes", "CNCeleb")
 )
+from cnceleb_prepare import prepare_cnceleb, prepare_data  # noqa: E402
 
 N_TRAIN, N_EVAL, N_UTTS, N_TEST = 6, 3, 5, 2
 
@@ -33,9 +28,14 @@ N_TRAIN, N_EVAL, N_UTTS, N_TEST = 6, 3, 5, 2
 def pristine(tmp_path_factory):
     root = tmp_path_factory.mktemp("cnceleb") / "CN-Celeb_flac"
     return generate_demo_corpus(
-        root, n_train_speakers=N_TRAIN, n_eval_speakers=N_EVAL,
-        utts_per_speaker=N_UTTS, n_test_per_eval_speaker=N_TEST, seed=5,
-        num_workers=1)
+        root,
+        n_train_speakers=N_TRAIN,
+        n_eval_speakers=N_EVAL,
+        utts_per_speaker=N_UTTS,
+        n_test_per_eval_speaker=N_TEST,
+        seed=5,
+        num_workers=1,
+    )
 
 
 @pytest.fixture
@@ -66,17 +66,22 @@ def test_cnceleb_manifests(pristine, tmp_path):
     assert train_spk | valid_spk == {f"id{i:05d}" for i in range(N_TRAIN)}
     for utt_id, row in train.items():
         info = sf.info(row["wav"])
-        assert utt_id == f"{row['spk_id']}-{row['genre']}-" + (
-            os.path.basename(row["wav"]).split("-", 1)[1][:-5])
+        assert (
+            utt_id
+            == f"{row['spk_id']}-{row['genre']}-"
+            + (os.path.basename(row["wav"]).split("-", 1)[1][:-5])
+        )
         assert (int(row["start"]), int(row["stop"])) == (0, info.frames)
         assert row["duration"] == pytest.approx(info.duration, abs=1e-4)
     with open(save / "train.csv") as f:
         assert f.readline().strip() == (
-            "ID,duration,wav,start,stop,spk_id,genre")
+            "ID,duration,wav,start,stop,spk_id,genre"
+        )
 
     concat = read_csv(save / "enrol_concat.csv")
     assert [r["ID"] for r in concat] == [
-        f"id{800 + i:05d}-enroll" for i in range(N_EVAL)]
+        f"id{800 + i:05d}-enroll" for i in range(N_EVAL)
+    ]
     assert all(r["enrol_id"] == r["ID"] for r in concat)
     assert all(r["wav"].startswith("$data_root/eval/enroll/") for r in concat)
     average = read_csv(save / "enrol_avg.csv")
@@ -85,21 +90,23 @@ def test_cnceleb_manifests(pristine, tmp_path):
     for enrol_id, *names in sources:
         rows = [r for r in average if r["enrol_id"] == enrol_id]
         assert [r["wav"] for r in rows] == [
-            f"$data_root/data/{name}" for name in names]
+            f"$data_root/data/{name}" for name in names
+        ]
 
     tests = read_csv(save / "test.csv")
     assert sorted(r["ID"] + ".flac" for r in tests) == sorted(
-        os.listdir(os.path.join(pristine, "eval", "test")))
+        os.listdir(os.path.join(pristine, "eval", "test"))
+    )
     trials = read_csv(save / "trials.csv")
     assert len(trials) == N_EVAL * N_EVAL * N_TEST
     assert {t["test_id"] for t in trials} == {r["ID"] for r in tests}
     for trial in trials:
-        same = trial["enrol_id"].split("-")[0] == trial["test_id"].split(
-            "-")[0]
+        same = trial["enrol_id"].split("-")[0] == trial["test_id"].split("-")[0]
         assert trial["label"] == str(int(same))
 
     data = DynamicItemDataset.from_csv(
-        str(save / "test.csv"), replacements={"data_root": pristine})
+        str(save / "test.csv"), replacements={"data_root": pristine}
+    )
     assert len(data) == N_EVAL * N_TEST
 
 
@@ -108,14 +115,20 @@ def test_list_entries_match_files_by_stem(corpus, tmp_path):
     original = lines(map_path)
     with open(map_path, "w") as f:
         for enrol_id, *names in original:
-            f.write(" ".join([enrol_id] + [n.replace(".flac", ".wav")
-                                           for n in names]) + "\n")
+            f.write(
+                " ".join(
+                    [enrol_id] + [n.replace(".flac", ".wav") for n in names]
+                )
+                + "\n"
+            )
     prepare_cnceleb(corpus, str(tmp_path / "csv"))
     average = read_csv(tmp_path / "csv" / "enrol_avg.csv")
     assert [r["wav"] for r in average] == [
-        f"$data_root/data/{name}" for _, *names in original for name in names]
+        f"$data_root/data/{name}" for _, *names in original for name in names
+    ]
     assert len(read_csv(tmp_path / "csv" / "trials.csv")) == (
-        N_EVAL * N_EVAL * N_TEST)
+        N_EVAL * N_EVAL * N_TEST
+    )
 
 
 def test_unknown_trial_names_are_reported_together(corpus, tmp_path):
@@ -132,8 +145,9 @@ def test_unknown_trial_names_are_reported_together(corpus, tmp_path):
 
 def test_joined_utterances_reach_minimum(pristine, tmp_path):
     prepare_cnceleb(pristine, str(tmp_path / "plain"), valid_ratio=0)
-    prepare_cnceleb(pristine, str(tmp_path / "joined"), valid_ratio=0,
-                    join_min_duration=4.0)
+    prepare_cnceleb(
+        pristine, str(tmp_path / "joined"), valid_ratio=0, join_min_duration=4.0
+    )
     plain = read_csv(tmp_path / "plain" / "train.csv")
     joined = read_csv(tmp_path / "joined" / "train.csv")
     group_total = {}
@@ -144,14 +158,16 @@ def test_joined_utterances_reach_minimum(pristine, tmp_path):
     for row in joined:
         files = row["wav"].split(";")
         spk, genre = row["spk_id"], row["genre"]
-        assert all(f.startswith(f"$data_root/data/{spk}/{genre}-")
-                   for f in files)
+        assert all(
+            f.startswith(f"$data_root/data/{spk}/{genre}-") for f in files
+        )
         if group_total[(spk, genre)] >= 4.0:
             assert float(row["duration"]) >= 4.0
         parts = [next(p for p in plain if p["wav"] == f) for f in files]
         assert int(row["stop"]) == sum(int(p["stop"]) for p in parts)
         assert float(row["duration"]) == pytest.approx(
-            sum(float(p["duration"]) for p in parts), abs=1e-3)
+            sum(float(p["duration"]) for p in parts), abs=1e-3
+        )
     # Every utterance is used exactly once.
     used = [f for row in joined for f in row["wav"].split(";")]
     assert sorted(used) == sorted(row["wav"] for row in plain)
@@ -166,8 +182,9 @@ def test_small_speaker_ratio_still_validates_two_speakers(pristine, tmp_path):
 
 
 def test_utterance_split_keeps_every_speaker_in_training(pristine, tmp_path):
-    prepare_cnceleb(pristine, str(tmp_path), split_mode="utterance",
-                    valid_ratio=0.3)
+    prepare_cnceleb(
+        pristine, str(tmp_path), split_mode="utterance", valid_ratio=0.3
+    )
     train = read_csv(tmp_path / "train.csv")
     valid = read_csv(tmp_path / "valid.csv")
     assert len(valid) == round(0.3 * N_TRAIN * N_UTTS)
@@ -190,8 +207,9 @@ def test_missing_folder_and_lists_are_named(corpus, tmp_path):
 
 def test_unusable_audio_is_skipped_and_reported(corpus, tmp_path):
     data = os.path.join(corpus, "data")
-    corrupt = os.path.join(data, "id00000", sorted(
-        os.listdir(os.path.join(data, "id00000")))[0])
+    corrupt = os.path.join(
+        data, "id00000", sorted(os.listdir(os.path.join(data, "id00000")))[0]
+    )
     with open(corrupt, "wb") as f:
         f.write(b"this is not audio" * 10)
     empty = os.path.join(data, "id00001", "speech-09-001.wav")
@@ -210,19 +228,20 @@ def test_unusable_audio_is_skipped_and_reported(corpus, tmp_path):
     assert "cannot read" in report[corrupt]
     assert "empty" in report[empty]
     assert "not found" in report[missing]
-    written = "".join(open(save / name).read() for name in (
-        "train.csv", "valid.csv", "test.csv"))
+    written = "".join(
+        open(save / name).read()
+        for name in ("train.csv", "valid.csv", "test.csv")
+    )
     for path in report:
         assert os.path.relpath(path, corpus) not in written
-    bad_id = os.path.basename(bad_test)[:-len(".flac")]
+    bad_id = os.path.basename(bad_test)[: -len(".flac")]
     trials = read_csv(save / "trials.csv")
     assert trials and bad_id not in {t["test_id"] for t in trials}
     assert len(trials) == N_EVAL * (N_EVAL * N_TEST - 1)
 
 
 def test_min_duration_drops_short_training_files(pristine, tmp_path):
-    prepare_cnceleb(pristine, str(tmp_path), valid_ratio=0,
-                    min_duration=2.0)
+    prepare_cnceleb(pristine, str(tmp_path), valid_ratio=0, min_duration=2.0)
     train = read_csv(tmp_path / "train.csv")
     short = read_csv(tmp_path / "skipped.csv")
     assert train and short
@@ -252,10 +271,16 @@ def test_cnceleb2_rows_use_their_own_root(pristine, tmp_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(path, np.full(8000, 0.1), 16000)
     (second / "spk.lst").write_text("id10001\n")
-    prepare_cnceleb(pristine, str(tmp_path / "csv"),
-                    cnceleb2_folder=str(second), valid_ratio=0)
-    train = load_data_csv(tmp_path / "csv" / "train.csv",
-                          {"data_root": pristine, "data_root2": second})
+    prepare_cnceleb(
+        pristine,
+        str(tmp_path / "csv"),
+        cnceleb2_folder=str(second),
+        valid_ratio=0,
+    )
+    train = load_data_csv(
+        tmp_path / "csv" / "train.csv",
+        {"data_root": pristine, "data_root2": second},
+    )
     extra = [row for row in train.values() if row["spk_id"] == "id10001"]
     assert len(extra) == 2 and len(train) == N_TRAIN * N_UTTS + 2
     assert all(os.path.isfile(row["wav"]) for row in extra)
@@ -279,21 +304,44 @@ def make_folder_corpus(root, layout):
 
 
 def test_folder_corpus_with_different_key_only(tmp_path):
-    make_folder_corpus(tmp_path / "speakers", [
-        ("dsp", "dsp1", "opus"), ("dsp", "dsp2", "opus"),
-        ("asc", "asc1", "ogg"), ("asc", "asc2", "ogg"), ("asc", "x3", "wav")])
+    make_folder_corpus(
+        tmp_path / "speakers",
+        [
+            ("dsp", "dsp1", "opus"),
+            ("dsp", "dsp2", "opus"),
+            ("asc", "asc1", "ogg"),
+            ("asc", "asc2", "ogg"),
+            ("asc", "x3", "wav"),
+        ],
+    )
     save = tmp_path / "csv"
-    prepare_folder_corpus(str(tmp_path / "speakers"), str(save),
-                          n_test_speakers=2, valid_ratio=1,
-                          different_key_only=True, seed=3)
+    prepare_folder_corpus(
+        str(tmp_path / "speakers"),
+        str(save),
+        n_test_speakers=2,
+        valid_ratio=2,
+        different_key_only=True,
+        seed=3,
+    )
     train, valid = read_csv(save / "train.csv"), read_csv(save / "valid.csv")
     evaluation = read_csv(save / "eval.csv")
-    spk = {name: {r["spk_id"] for r in rows} for name, rows in (
-        ("train", train), ("valid", valid), ("eval", evaluation))}
-    assert len(spk["train"]) == 2 and len(spk["valid"]) == 1
+    spk = {
+        name: {r["spk_id"] for r in rows}
+        for name, rows in (
+            ("train", train),
+            ("valid", valid),
+            ("eval", evaluation),
+        )
+    }
+    assert len(spk["train"]) == 1 and len(spk["valid"]) == 2
     assert len(spk["eval"]) == 2
     assert spk["train"] | spk["valid"] | spk["eval"] == {
-        "dsp1", "dsp2", "asc1", "asc2", "x3"}
+        "dsp1",
+        "dsp2",
+        "asc1",
+        "asc2",
+        "x3",
+    }
     assert not (spk["train"] & spk["eval"] or spk["valid"] & spk["eval"])
     assert all(r["enrol_id"] == r["ID"] for r in evaluation)
     x3 = [r["ID"] for r in train + valid + evaluation if r["spk_id"] == "x3"]
@@ -305,17 +353,16 @@ def test_folder_corpus_with_different_key_only(tmp_path):
     # Per speaker: 15 pairs of 6 utterances, minus 3 same-word pairs.
     assert len(targets) == 2 * 12
     assert len(trials) == 2 * len(targets)
-    assert len({(t["enrol_id"], t["test_id"]) for t in trials}) == len(
-        trials)
+    assert len({(t["enrol_id"], t["test_id"]) for t in trials}) == len(trials)
     for trial in trials:
         assert trial["enrol_id"] in ids and trial["test_id"] in ids
-        assert trial["enrol_id"].split("-")[1] != trial["test_id"].split(
-            "-")[1]
+        assert trial["enrol_id"].split("-")[1] != trial["test_id"].split("-")[1]
 
 
 def test_folder_corpus_errors(tmp_path):
-    make_folder_corpus(tmp_path / "a", [("c1", "spk", "wav"),
-                                        ("c2", "spk", "wav")])
+    make_folder_corpus(
+        tmp_path / "a", [("c1", "spk", "wav"), ("c2", "spk", "wav")]
+    )
     with pytest.raises(ValueError, match="two folders are named after"):
         prepare_folder_corpus(str(tmp_path / "a"), str(tmp_path / "csv"))
     with pytest.raises(FileNotFoundError, match="nowhere"):
@@ -358,15 +405,42 @@ def test_read_list_names_file_and_line(tmp_path):
 
 
 def test_prepare_data_dispatches_and_rejects_foreign_options(tmp_path):
-    make_folder_corpus(tmp_path / "corpus", [("c", "s1", "wav"),
-                                             ("c", "s2", "wav")])
+    make_folder_corpus(
+        tmp_path / "corpus", [("c", "s1", "wav"), ("c", "s2", "wav")]
+    )
     # CN-Celeb options left at their defaults do not stop a folder corpus.
-    prepare_data("folder", str(tmp_path / "corpus"), str(tmp_path / "csv"),
-                 n_test_speakers=2, valid_ratio=0, cnceleb2_folder=None,
-                 join_min_duration=0.0)
+    prepare_data(
+        "folder",
+        str(tmp_path / "corpus"),
+        str(tmp_path / "csv"),
+        n_test_speakers=2,
+        valid_ratio=0,
+        cnceleb2_folder=None,
+        join_min_duration=0.0,
+    )
     assert len(read_csv(tmp_path / "csv" / "eval.csv")) == 12
     with pytest.raises(ValueError, match="join_min_duration"):
-        prepare_data("folder", str(tmp_path / "corpus"), str(tmp_path),
-                     join_min_duration=5.0)
+        prepare_data(
+            "folder",
+            str(tmp_path / "corpus"),
+            str(tmp_path),
+            join_min_duration=5.0,
+        )
     with pytest.raises(ValueError, match="data_format"):
         prepare_data("voxceleb", str(tmp_path), str(tmp_path))
+
+
+def test_one_validation_speaker_is_refused_at_preparation(tmp_path):
+    """A one-speaker validation set has no EER: refused before training."""
+    make_folder_corpus(
+        tmp_path / "speakers",
+        [("dsp", f"dsp{i}", "wav") for i in range(1, 5)],
+    )
+    with pytest.raises(ValueError, match="holds out one speaker"):
+        prepare_folder_corpus(
+            str(tmp_path / "speakers"),
+            str(tmp_path / "csv"),
+            n_test_speakers=1,
+            valid_ratio=1,
+        )
+    assert not (tmp_path / "csv" / "train.csv").exists()

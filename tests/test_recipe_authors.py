@@ -66,18 +66,22 @@ def test_single_view_loss_errors_and_classifier_export():
 @pytest.fixture(scope="module")
 def hparams(tmp_path_factory):
     folder = tmp_path_factory.mktemp("authors")
-    noise_csv = generate_noise_bank(str(folder / "noise"), n_files=6,
-                                    duration=0.5)
+    noise_csv = generate_noise_bank(
+        str(folder / "noise"), n_files=6, duration=0.5
+    )
     rir_csv = simulate_rirs(str(folder / "rirs"), n_rirs=2)
     with open(AUTHORS, encoding="utf-8") as fin:
-        return load_hyperpyyaml(fin, {
-            "data_folder": str(folder),
-            "output_folder": str(folder / "out"),
-            "prep_folder": str(folder / "prepared"),
-            "noise_csv": noise_csv,
-            "rir_csv": rir_csv,
-            "n_train_speakers": 7,
-        })
+        return load_hyperpyyaml(
+            fin,
+            {
+                "data_folder": str(folder),
+                "output_folder": str(folder / "out"),
+                "prep_folder": str(folder / "prepared"),
+                "noise_csv": noise_csv,
+                "rir_csv": rir_csv,
+                "n_train_speakers": 7,
+            },
+        )
 
 
 def test_objective_is_supcon_plus_one_view_aam_softmax(hparams):
@@ -102,8 +106,12 @@ def test_objective_is_supcon_plus_one_view_aam_softmax(hparams):
 def test_five_views_in_a_fixed_order_with_the_clean_crop_first(hparams):
     augment = hparams["wav_augment"]
     kinds = [type(a) for a in augment.augmentations.values()]
-    assert kinds == [AddReverbBank, InterferingTalker, AddNoiseBank,
-                     AddNoiseBank]
+    assert kinds == [
+        AddReverbBank,
+        InterferingTalker,
+        AddNoiseBank,
+        AddNoiseBank,
+    ]
     babble, music, noise = list(augment.augmentations.values())[1:]
     assert (babble.sir_low, babble.sir_high) == (13, 20)
     assert (music.snr_low, music.snr_high) == (5, 15)
@@ -114,7 +122,7 @@ def test_five_views_in_a_fixed_order_with_the_clean_crop_first(hparams):
     assert views.shape == (15, 8000) and lens.shape == (15,)
     assert torch.equal(views[:3], wavs)
     for view in range(1, 5):
-        assert not torch.allclose(views[3 * view: 3 * view + 3], wavs)
+        assert not torch.allclose(views[3 * view : 3 * view + 3], wavs)
     labels = torch.tensor([4, 5, 6])
     assert augment.replicate_labels(labels).tolist() == [4, 5, 6] * 5
 
@@ -124,14 +132,17 @@ def test_sgd_with_steplr_decay(hparams):
     assert isinstance(optimizer, torch.optim.SGD)
     [group] = optimizer.param_groups
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (
-        0.01, 0.9, 0.0001)
+        0.01,
+        0.9,
+        0.0001,
+    )
     # train.py calls lr_annealing(epoch) after each epoch and logs the first
     # value: epoch e runs at 0.01 * 0.97 ** (e - 1).
     schedule = hparams["lr_annealing"]
     for epoch in range(1, 6):
         old, new = schedule(epoch)
         assert old == pytest.approx(0.01 * 0.97 ** (epoch - 1))
-        assert new == pytest.approx(0.01 * 0.97 ** epoch)
+        assert new == pytest.approx(0.01 * 0.97**epoch)
 
 
 # End to end ----------------------------------------------------------------
@@ -143,8 +154,9 @@ def test_authors_preset_trains_and_exports(corpus, tmp_path):
     out = str(tmp_path / "run")
     stdout = run_recipe(
         "train.py",
-        *train_args(corpus, out, hparams="hparams/aamsupcon_authors.yaml",
-                    epochs=2),
+        *train_args(
+            corpus, out, hparams="hparams/aamsupcon_authors.yaml", epochs=2
+        ),
     )
     export = os.path.join(out, "export")
     assert f"Exported model: {export}" in stdout
@@ -152,12 +164,15 @@ def test_authors_preset_trains_and_exports(corpus, tmp_path):
     with open(os.path.join(out, "train_log.txt")) as fin:
         lines = fin.read().splitlines()
     assert len(lines) == 2
-    assert all("loss_supcon" in line and "loss_aam_softmax_one_view" in line
-               for line in lines)
+    assert all(
+        "loss_supcon" in line and "loss_aam_softmax_one_view" in line
+        for line in lines
+    )
     assert lines[0].startswith("epoch: 1, lr: 1.00e-02")
     assert lines[1].startswith("epoch: 2, lr: 9.70e-03")
     encoder = EncoderClassifier.from_hparams(
-        source=export, savedir=str(tmp_path / "loaded"))
+        source=export, savedir=str(tmp_path / "loaded")
+    )
     embeddings = encoder.encode_batch(torch.randn(2, 16000) * 0.1)
     assert embeddings.shape == (2, 1, 32)
     assert torch.isfinite(embeddings).all()

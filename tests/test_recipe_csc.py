@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
@@ -26,6 +27,17 @@ def strip_column(path, column):
         writer = csv.DictWriter(fout, fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_scores(folder, condition):
+    """Trials and scores of ``scores_<condition>.txt`` from verify.py."""
+    trials, scores = [], []
+    with open(os.path.join(folder, f"scores_{condition}.txt")) as fin:
+        for line in fin:
+            enrol, test, label, score = line.split()
+            trials.append((enrol, test, label))
+            scores.append(float(score))
+    return trials, np.array(scores)
 
 
 def prepare_like_train(hparams_file, overrides):
@@ -105,8 +117,14 @@ def test_csc_pretrain_finetune_export_verify(corpus, unlabelled_prep, tmp_path):
     with open(os.path.join(csc_out, "train_log.txt")) as fin:
         log = fin.read()
     # The information bound, separation and collapse monitors are logged.
-    for term in ("information", "separation", "emb_std", "emb_rank",
-                 "teacher_entropy", "student_entropy"):
+    for term in (
+        "information",
+        "separation",
+        "emb_std",
+        "emb_rank",
+        "teacher_entropy",
+        "student_entropy",
+    ):
         assert f"train loss_{term}: " in log
     csc_export = os.path.join(csc_out, "export")
     # The export is a stock ECAPA-TDNN: no mask head, no aggregator.
@@ -150,12 +168,29 @@ def test_csc_pretrain_finetune_export_verify(corpus, unlabelled_prep, tmp_path):
         f"--data_folder={corpus}",
         f"--prep_folder={finetune_prep}",
         f"--output_folder={tmp_path / 'verify'}",
-        "--conditions", "clean", "sir0",
+        "--conditions",
+        "clean",
+        "sir0",
         "--no_plots",
     )
     with open(tmp_path / "verify" / "summary.json") as fin:
         summary = json.load(fin)["results"]
-    clean = [row for name, row in summary.items() if "@" not in name]
-    interfered = [row for name, row in summary.items() if "@sir0" in name]
-    assert len(clean) == len(interfered) >= 1
+    clean = [name for name in summary if "@" not in name]
+    assert clean and all(f"{name}@sir0" in summary for name in clean)
     assert "sir0" in output
+    # 0 dB SIR adds a talker as loud as the test speaker to every test
+    # utterance, so the scores of the same trials must move. Scoring the
+    # same audio twice already moves them by ~1e-4 (batching and padding
+    # differ), hence a median shift 20 times that rather than "not equal":
+    # a skipped corruption, or clean embeddings reused, stays below it.
+    for name in clean:
+        trials, clean_scores = read_scores(tmp_path / "verify", name)
+        sir_trials, sir_scores = read_scores(
+            tmp_path / "verify", f"{name}@sir0"
+        )
+        assert sir_trials == trials and len(trials) > 10
+        moved = np.abs(sir_scores - clean_scores)
+        assert np.median(moved) > 2e-3, (
+            f"{name}: 0 dB SIR moved the scores by {np.median(moved):.2g} "
+            f"(median), {moved.mean():.2g} (mean)"
+        )

@@ -94,8 +94,7 @@ def dependencies(row, rows):
     return [
         other
         for other in rows
-        if other is not row
-        and output_folder(other) in row["test_debug_flags"]
+        if other is not row and output_folder(other) in row["test_debug_flags"]
     ]
 
 
@@ -127,9 +126,7 @@ def run_row():
     data_folders = {flag_values(row)["data_folder"] for row in ROWS}
     assert len(data_folders) == 1, f"rows disagree on data: {data_folders}"
     remove_outputs()
-    generate_demo_corpus(
-        os.path.join(REPO, data_folders.pop()), **TINY_CORPUS
-    )
+    generate_demo_corpus(os.path.join(REPO, data_folders.pop()), **TINY_CORPUS)
     finished = {}
 
     def run(row):

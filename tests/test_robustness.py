@@ -43,8 +43,15 @@ def rows(tmp_path):
         path = str(tmp_path / f"{uid}.wav")
         time = torch.arange(int(seconds * RATE)) / RATE
         save_audio(path, 0.5 * torch.sin(2 * np.pi * hertz * time), RATE)
-        rows.append({"ID": uid, "wav": path, "spk_id": spk,
-                     "start": "0", "stop": str(len(time))})
+        rows.append(
+            {
+                "ID": uid,
+                "wav": path,
+                "spk_id": spk,
+                "start": "0",
+                "stop": str(len(time)),
+            }
+        )
     return rows
 
 
@@ -82,8 +89,18 @@ def test_parse_condition(text, sir, snr, name):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "SIR5", "sir", "sir+5", "sir5+sir10", "snr10+sir5",
-     "sir5+snr10+snr3", "sir5 ", "babble5", "clean+sir5"],
+    [
+        "",
+        "SIR5",
+        "sir",
+        "sir+5",
+        "sir5+sir10",
+        "snr10+sir5",
+        "sir5+snr10+snr3",
+        "sir5 ",
+        "babble5",
+        "clean+sir5",
+    ],
 )
 def test_bad_condition_is_named_with_the_grammar(text):
     with pytest.raises(ValueError) as error:
@@ -97,9 +114,7 @@ def test_sir_is_exact_over_the_whole_utterance(rows, sir):
     clean = clean_target(0)
     mixed = Corruptor(Condition(sir_db=sir), rows, seed=3)("t1", clean)
     assert mixed.shape == clean.shape and mixed.dtype == clean.dtype
-    assert power_ratio_db(clean, mixed - clean) == pytest.approx(
-        sir, abs=1e-3
-    )
+    assert power_ratio_db(clean, mixed - clean) == pytest.approx(sir, abs=1e-3)
 
 
 def test_combined_condition_adds_both_parts_at_their_levels(rows):
@@ -109,17 +124,17 @@ def test_combined_condition_adds_both_parts_at_their_levels(rows):
     def corrupt(name):
         return Corruptor(name, rows, bank, seed=5)("t1", clean) - clean
 
-    talker, noise, both = corrupt("sir5"), corrupt("snr10"), corrupt(
-        "sir5+snr10"
+    talker, noise, both = (
+        corrupt("sir5"),
+        corrupt("snr10"),
+        corrupt("sir5+snr10"),
     )
     # The talker and the noise do not depend on the other's presence, and
     # the SNR is measured against the clean target, not the mixture.
     torch.testing.assert_close(both, talker + noise, atol=1e-6, rtol=0)
     assert power_ratio_db(clean, talker) == pytest.approx(5.0, abs=1e-3)
     assert power_ratio_db(clean, noise) == pytest.approx(10.0, abs=1e-3)
-    assert power_ratio_db(clean, both - noise) == pytest.approx(
-        5.0, abs=1e-3
-    )
+    assert power_ratio_db(clean, both - noise) == pytest.approx(5.0, abs=1e-3)
 
 
 def test_levels_change_gain_only(rows):
@@ -167,8 +182,14 @@ def test_same_result_in_another_process(rows, tmp_path):
     clean = clean_target(4)
     torch.save(clean, tmp_path / "clean.pt")
     subprocess.run(
-        [sys.executable, "-c", script, str(manifest),
-         str(tmp_path / "clean.pt"), str(tmp_path / "mixed.pt")],
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(manifest),
+            str(tmp_path / "clean.pt"),
+            str(tmp_path / "mixed.pt"),
+        ],
         check=True,
         env={**os.environ, "PYTHONHASHSEED": "987"},
     )
@@ -251,8 +272,9 @@ def test_repeated_interferer_id_is_named(rows):
 
 
 def test_missing_interferer_file_names_the_row_and_file(rows, tmp_path):
-    bad = [{**row, "wav": str(tmp_path / f"gone_{row['ID']}.wav")}
-           for row in rows]
+    bad = [
+        {**row, "wav": str(tmp_path / f"gone_{row['ID']}.wav")} for row in rows
+    ]
     with pytest.raises(AudioError, match=r"interferer \w\d: .*gone_"):
         Corruptor("sir0", bad)("t1", clean_target(0))
 
@@ -285,8 +307,7 @@ class RecordingEncoder:
 
 def count_matches(seen, wav):
     return sum(
-        len(s) == len(wav) and torch.allclose(s, wav, atol=1e-6)
-        for s in seen
+        len(s) == len(wav) and torch.allclose(s, wav, atol=1e-6) for s in seen
     )
 
 
@@ -302,8 +323,12 @@ def speaker_files(tmp_path):
         time = torch.arange(6000 + 500 * i) / RATE
         save_audio(path, 0.3 * torch.sin(2 * np.pi * hertz * time), RATE)
         rows.append({"ID": uid, "wav": path, "enrol_id": uid, "spk_id": spk})
-    trials = [(a["ID"], b["ID"], int(a["spk_id"] == b["spk_id"]))
-              for a in rows for b in rows if a is not b]
+    trials = [
+        (a["ID"], b["ID"], int(a["spk_id"] == b["spk_id"]))
+        for a in rows
+        for b in rows
+        if a is not b
+    ]
     return rows, trials
 
 
@@ -312,8 +337,9 @@ def test_only_the_test_side_is_corrupted(speaker_files, tmp_path):
     cache = str(tmp_path / "cache")
     corrupt = Corruptor("sir0", rows, seed=1)
     encoder = RecordingEncoder()
-    corrupted = verify_trials(encoder, rows, rows, trials,
-                              cache_folder=cache, test_transform=corrupt)
+    corrupted = verify_trials(
+        encoder, rows, rows, trials, cache_folder=cache, test_transform=corrupt
+    )
     assert len(encoder.seen) == 2 * len(rows)
     for row in rows:
         clean = load_audio(row["wav"])
@@ -323,18 +349,31 @@ def test_only_the_test_side_is_corrupted(speaker_files, tmp_path):
         assert count_matches(encoder.seen, noisy) == 1, row["ID"]
 
     # Everything now comes from the cache, the corrupted side included...
-    again = verify_trials(RecordingEncoder(fail=True), rows, rows, trials,
-                          cache_folder=cache, test_transform=corrupt)
+    again = verify_trials(
+        RecordingEncoder(fail=True),
+        rows,
+        rows,
+        trials,
+        cache_folder=cache,
+        test_transform=corrupt,
+    )
     np.testing.assert_array_equal(again["scores"], corrupted["scores"])
     # ...but another level is embedded anew (tests only) and scores apart.
     encoder = RecordingEncoder()
-    louder = verify_trials(encoder, rows, rows, trials, cache_folder=cache,
-                           test_transform=Corruptor("sir10", rows, seed=1))
+    louder = verify_trials(
+        encoder,
+        rows,
+        rows,
+        trials,
+        cache_folder=cache,
+        test_transform=Corruptor("sir10", rows, seed=1),
+    )
     assert len(encoder.seen) == len(rows)
     assert not np.allclose(louder["scores"], corrupted["scores"])
     # The clean scores are untouched by the corrupted caches.
-    clean = verify_trials(RecordingEncoder(), rows, rows, trials,
-                          cache_folder=cache)
+    clean = verify_trials(
+        RecordingEncoder(), rows, rows, trials, cache_folder=cache
+    )
     fresh = verify_trials(RecordingEncoder(), rows, rows, trials)
     np.testing.assert_array_equal(clean["scores"], fresh["scores"])
     assert not np.allclose(clean["scores"], corrupted["scores"])
@@ -357,11 +396,9 @@ def test_corruption_is_the_same_in_dataloader_workers(speaker_files):
 def tiny_export(tmp_path_factory):
     """An untrained small ECAPA-TDNN exported for EncoderClassifier."""
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-
     from speechbrain_ext.export import default_template, export_encoder
 
-    values = {"n_mels": 24, "channels": [16, 16, 16, 16, 48],
-              "lin_neurons": 8}
+    values = {"n_mels": 24, "channels": [16, 16, 16, 16, 48], "lin_neurons": 8}
     torch.manual_seed(0)
     model = ECAPA_TDNN(24, channels=values["channels"], lin_neurons=8)
     folder = str(tmp_path_factory.mktemp("untrained") / "export")
@@ -382,24 +419,49 @@ def test_verify_script_scores_each_condition(
     prep = str(tmp_path / "prepared")
     prepare_cnceleb(corpus, prep, num_workers=0)
     out = str(tmp_path / "verify")
-    verify_main([
-        "--model", tiny_export, "--data_folder", corpus,
-        "--prep_folder", prep, "--output_folder", out, "--name", "tiny",
-        "--enrol_mode", "concat", "avg", "--no_plots",
-        "--conditions", "clean", "sir0", "sir5+snr10",
-    ])
+    verify_main(
+        [
+            "--model",
+            tiny_export,
+            "--data_folder",
+            corpus,
+            "--prep_folder",
+            prep,
+            "--output_folder",
+            out,
+            "--name",
+            "tiny",
+            "--enrol_mode",
+            "concat",
+            "avg",
+            "--no_plots",
+            "--conditions",
+            "clean",
+            "sir0",
+            "sir5+snr10",
+        ]
+    )
     stdout = capsys.readouterr().out
-    keys = ["concat", "concat@sir0", "concat@sir5+snr10",
-            "avg", "avg@sir0", "avg@sir5+snr10"]
-    table_rows = [line for line in stdout.splitlines()
-                  if line.startswith("| tiny |")]
+    keys = [
+        "concat",
+        "concat@sir0",
+        "concat@sir5+snr10",
+        "avg",
+        "avg@sir0",
+        "avg@sir5+snr10",
+    ]
+    table_rows = [
+        line for line in stdout.splitlines() if line.startswith("| tiny |")
+    ]
     assert [row.split(" | ")[1] for row in table_rows] == keys
 
     with open(os.path.join(out, "summary.json")) as fin:
         results = json.load(fin)["results"]
     assert list(results) == keys
-    levels = {key: (r["test_condition"], r["sir_db"], r["snr_db"])
-              for key, r in results.items()}
+    levels = {
+        key: (r["test_condition"], r["sir_db"], r["snr_db"])
+        for key, r in results.items()
+    }
     assert levels["avg"] == ("clean", None, None)
     assert levels["concat@sir0"] == ("sir0", 0.0, None)
     assert levels["avg@sir5+snr10"] == ("sir5+snr10", 5.0, 10.0)
@@ -418,8 +480,20 @@ def test_verify_script_scores_each_condition(
 
     report = os.path.join(out, "summary.json")
     figure = str(tmp_path / "eer_vs_sir.png")
-    systems = plot_main(["--reports", report, report, "--names", "a", "b",
-                         "--enrol_mode", "avg", "--out", figure])
+    systems = plot_main(
+        [
+            "--reports",
+            report,
+            report,
+            "--names",
+            "a",
+            "b",
+            "--enrol_mode",
+            "avg",
+            "--out",
+            figure,
+        ]
+    )
     assert systems["a"] == {
         "clean": 100 * results["avg"]["EER"],
         0.0: 100 * results["avg@sir0"]["EER"],
@@ -446,12 +520,14 @@ def recipe_scripts():
         (["sir5", "sir05"], "repeats a condition: ['sir5', 'sir5']"),
     ],
 )
-def test_verify_rejects_bad_conditions(recipe_scripts, capsys, conditions,
-                                       message):
+def test_verify_rejects_bad_conditions(
+    recipe_scripts, capsys, conditions, message
+):
     verify, _ = recipe_scripts
     with pytest.raises(SystemExit):
-        verify.parse_args(["--model", "m", "--data_folder", "d",
-                           "--conditions", *conditions])
+        verify.parse_args(
+            ["--model", "m", "--data_folder", "d", "--conditions", *conditions]
+        )
     assert message in capsys.readouterr().err
 
 
@@ -465,17 +541,31 @@ def test_verify_defaults_to_the_clean_test_side(recipe_scripts):
 def test_plot_needs_per_condition_reports(recipe_scripts, tmp_path, capsys):
     _, plot_robustness = recipe_scripts
     old = tmp_path / "summary.json"
-    old.write_text(json.dumps(
-        {"system": "x", "results": {"concat": {"EER": 0.1}}}
-    ))
+    old.write_text(
+        json.dumps({"system": "x", "results": {"concat": {"EER": 0.1}}})
+    )
     with pytest.raises(ValueError, match="'concat' names no test_condition"):
         plot_robustness.main(["--reports", str(old)])
     with pytest.raises(SystemExit):
         plot_robustness.main(["--reports", str(old), "--names", "a", "b"])
     assert "2 --names for 1 --reports" in capsys.readouterr().err
     clean_only = tmp_path / "clean.json"
-    clean_only.write_text(json.dumps({"system": "x", "results": {"avg": {
-        "EER": 0.1, "enrol_mode": "avg", "score_norm": "none",
-        "test_condition": "clean", "sir_db": None, "snr_db": None}}}))
+    clean_only.write_text(
+        json.dumps(
+            {
+                "system": "x",
+                "results": {
+                    "avg": {
+                        "EER": 0.1,
+                        "enrol_mode": "avg",
+                        "score_norm": "none",
+                        "test_condition": "clean",
+                        "sir_db": None,
+                        "snr_db": None,
+                    }
+                },
+            }
+        )
+    )
     with pytest.raises(ValueError, match="no sir<dB> result for enrol_mode"):
         plot_robustness.main(["--reports", str(clean_only)])

@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 import torch
+
 from speechbrain.dataio.dataloader import SaveableDataLoader
 from speechbrain.dataio.sampler import DistributedSamplerWrapper
-
 from speechbrain_ext.samplers import PKSampler
 
 # 40 speakers with 1..12 utterances each, interleaved as in a manifest.

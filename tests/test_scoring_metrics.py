@@ -5,9 +5,11 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
-from speechbrain.utils.metric_stats import EER as speechbrain_eer
-from speechbrain.utils.metric_stats import minDCF as speechbrain_min_dcf
 
+from speechbrain.utils.metric_stats import (
+    EER as speechbrain_eer,
+    minDCF as speechbrain_min_dcf,
+)
 from speechbrain_ext.scoring.metrics import compute_eer_mindcf, det_curve
 
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
+from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain_ext.lobes import SeparativeEncoder
 
 N_MELS = 12
@@ -147,7 +147,6 @@ def test_rejects_a_non_negative_floor():
 def test_embedding_weights_export_through_the_inference_template(tmpdir):
     from speechbrain.inference.speaker import EncoderClassifier
     from speechbrain.lobes.features import Fbank
-
     from speechbrain_ext.export import default_template, export_encoder
 
     config = dict(channels=[16, 16, 16, 16, 48], lin_neurons=8)

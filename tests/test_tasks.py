@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+
 from speechbrain.lobes.features import Fbank
 from speechbrain.processing.features import InputNormalization
-
 from speechbrain_ext.augment import InterferedViews
 from speechbrain_ext.lobes import (
     CrossViewAttention,
@@ -41,21 +41,30 @@ def csc_modules(**extra):
     torch.manual_seed(0)
     students = {
         "embedding_model": RecordingEncoder(
-            20, channels=[8, 8, 8, 8, 24], lin_neurons=4,
-            attention_channels=4, se_channels=4, mask_channels=8),
+            20,
+            channels=[8, 8, 8, 8, 24],
+            lin_neurons=4,
+            attention_channels=4,
+            se_channels=4,
+            mask_channels=8,
+        ),
         "aggregator": CrossViewAttention(4, memory_size=24, num_heads=2),
-        "csc_head": PrototypeHead(4, N_PROTOTYPES, hidden_size=8,
-                                  bottleneck_size=4),
+        "csc_head": PrototypeHead(
+            4, N_PROTOTYPES, hidden_size=8, bottleneck_size=4
+        ),
     }
-    return torch.nn.ModuleDict({
-        "compute_features": Fbank(n_mels=20),
-        "mean_var_norm": InputNormalization(norm_type="sentence",
-                                            std_norm=False),
-        **students,
-        "teacher": EMATeacher(students, momentum=0.5),
-        "objective": CSCLoss(N_PROTOTYPES, beta=0.1),
-        **extra,
-    })
+    return torch.nn.ModuleDict(
+        {
+            "compute_features": Fbank(n_mels=20),
+            "mean_var_norm": InputNormalization(
+                norm_type="sentence", std_norm=False
+            ),
+            **students,
+            "teacher": EMATeacher(students, momentum=0.5),
+            "objective": CSCLoss(N_PROTOTYPES, beta=0.1),
+            **extra,
+        }
+    )
 
 
 @pytest.mark.parametrize("segments, n_copies", [(1, 3), (2, 1)])
@@ -116,13 +125,15 @@ def test_a_training_step_updates_student_not_teacher():
     modules = csc_modules()
     task = SeparativeCodingTask(InterferedViews([Scaled()], n_views=2))
     teacher_before = [p.clone() for p in modules.teacher.parameters()]
-    loss = task.loss(modules, task.forward(modules, torch.randn(4, 4000),
-                                           torch.ones(4)))
+    loss = task.loss(
+        modules, task.forward(modules, torch.randn(4, 4000), torch.ones(4))
+    )
     loss.backward()
     assert all(p.grad is None for p in modules.teacher.parameters())
     for name in ("embedding_model", "aggregator", "csc_head"):
-        grads = [p.grad for p in modules[name].parameters()
-                 if p.grad is not None]
+        grads = [
+            p.grad for p in modules[name].parameters() if p.grad is not None
+        ]
         assert grads and any(g.abs().sum() > 0 for g in grads), name
     for before, after in zip(teacher_before, modules.teacher.parameters()):
         assert torch.equal(before, after)
@@ -142,8 +153,12 @@ def test_auxiliary_task_adds_weighted_csc_to_the_speaker_loss():
     total = task.loss(modules, outputs, labels)
     speaker = task.last_term_tensors["speaker"]
     csc = modules.csc_objective(
-        outputs["student_logits"], outputs["teacher_logits"],
-        outputs["estimate"], outputs["target"], outputs["lengths"])
+        outputs["student_logits"],
+        outputs["teacher_logits"],
+        outputs["estimate"],
+        outputs["target"],
+        outputs["lengths"],
+    )
     torch.testing.assert_close(total, speaker + 0.5 * csc)
     # Weight 0: only the embeddings, the same speaker loss.
     off = SupervisedSeparativeTask(views, csc_weight=0.0)
@@ -159,16 +174,19 @@ def test_bad_view_configurations_are_named():
     with pytest.raises(ValueError, match="at least 2 per target"):
         SeparativeCodingTask(InterferedViews([Scaled()], n_views=1))
     with pytest.raises(ValueError, match="memory must be one of"):
-        SeparativeCodingTask(InterferedViews([Scaled()], n_views=2),
-                             memory="queries")
+        SeparativeCodingTask(
+            InterferedViews([Scaled()], n_views=2), memory="queries"
+        )
     with pytest.raises(ValueError, match="csc_weight"):
-        SupervisedSeparativeTask(InterferedViews([Scaled()], n_views=2),
-                                 csc_weight=-1)
+        SupervisedSeparativeTask(
+            InterferedViews([Scaled()], n_views=2), csc_weight=-1
+        )
 
 
 def test_view_contrast_groups_follow_the_view_major_rows():
     task = ViewContrastTask(InterferedViews([Scaled()], n_views=3))
     assert task.group_ids(2).tolist() == [0, 1, 0, 1, 0, 1]
-    halves = ViewContrastTask(InterferedViews([Scaled()], segments=2,
-                                              n_views=1))
+    halves = ViewContrastTask(
+        InterferedViews([Scaled()], segments=2, n_views=1)
+    )
     assert halves.group_ids(2).tolist() == [0, 1, 0, 1]

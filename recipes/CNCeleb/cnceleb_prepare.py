@@ -26,8 +26,10 @@ read.
 Paths are ``$data_root/...`` for CN-Celeb1 and ``$data_root2/...`` for
 CN-Celeb2, so load with::
 
-    DynamicItemDataset.from_csv(csv, replacements={
-        "data_root": data_folder, "data_root2": cnceleb2_folder})
+    DynamicItemDataset.from_csv(
+        csv,
+        replacements={"data_root": data_folder, "data_root2": cnceleb2_folder},
+    )
 
 (``data_root2`` is only needed when CN-Celeb2 was prepared). A joined
 training item (see ``join_min_duration``) lists its files in ``wav``
@@ -36,9 +38,10 @@ separated by ``;``; its ``stop`` is the total number of samples.
 The lists name files ``.wav`` although the release holds ``.flac``: list
 entries are matched to files by stem, never by extension.
 
-:func:`prepare_folder_corpus` prepares any corpus of speaker folders, e.g.
-the shared benchmark data ``speakers/<corpus>/<speaker>/<utt>.opus``;
-:func:`prepare_data` picks one of the two by a ``data_format`` name.
+:func:`speechbrain_ext.data.folder_corpus.prepare_folder_corpus` prepares
+any corpus of speaker folders (e.g. ``<root>/<speaker>/<utt>.wav``);
+:func:`prepare_data` picks it or :func:`prepare_cnceleb` by a
+``data_format`` name.
 
 Run it from the command line (``python cnceleb_prepare.py --help``) or from
 a training script through ``speechbrain.utils.distributed.run_on_main``.
@@ -52,29 +55,34 @@ import inspect
 import os
 import sys
 
-from speechbrain.utils.logger import get_logger
-
-from speechbrain_ext.data.manifest import (
-    AUDIO_EXTENSIONS,
+from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
+from speechbrain_ext.data.manifest import join_wav_paths, read_list
+from speechbrain_ext.data.preparation import (
+    SPLIT_MODES,
     drop_short,
     is_prepared,
     list_audio_files,
-    make_trials,
-    read_list,
+    require_folder,
     scan_audio,
-    split_held_out,
+    split_validation,
     utterance_row,
     write_prepared,
 )
 from speechbrain_ext.output_checks import check_writable
 
+from speechbrain.utils.logger import get_logger
+
 logger = get_logger(__name__)
 
-CNCELEB_OUTPUTS = ("train.csv", "valid.csv", "enrol_concat.csv",
-                   "enrol_avg.csv", "test.csv", "trials.csv", "skipped.csv")
-FOLDER_OUTPUTS = ("train.csv", "valid.csv", "eval.csv", "trials.csv",
-                  "skipped.csv")
-SPLIT_MODES = ("speaker", "utterance")
+CNCELEB_OUTPUTS = (
+    "train.csv",
+    "valid.csv",
+    "enrol_concat.csv",
+    "enrol_avg.csv",
+    "test.csv",
+    "trials.csv",
+    "skipped.csv",
+)
 MAX_LISTED = 20
 # CN-Celeb's 3.5 million trials alone take about 150 MB as CSV.
 MIN_FREE_MB = 200
@@ -141,22 +149,26 @@ def prepare_cnceleb(
     >>> from speechbrain_ext.data.demo_corpus import generate_demo_corpus
     >>> tmpdir = getfixture("tmpdir")
     >>> root = generate_demo_corpus(
-    ...     tmpdir / "CN-Celeb_flac", n_train_speakers=3, n_eval_speakers=2,
-    ...     utts_per_speaker=3, n_test_per_eval_speaker=1)
-    >>> prepare_cnceleb(root, str(tmpdir / "csv"), valid_ratio=1)
+    ...     tmpdir / "CN-Celeb_flac",
+    ...     n_train_speakers=3,
+    ...     n_eval_speakers=2,
+    ...     utts_per_speaker=3,
+    ...     n_test_per_eval_speaker=1,
+    ... )
+    >>> prepare_cnceleb(root, str(tmpdir / "csv"), valid_ratio=2)
     >>> open(tmpdir / "csv" / "trials.csv").read().splitlines()[0]
     'enrol_id,test_id,label'
     """
     if skip_prep:
         return
     if split_mode not in SPLIT_MODES:
-        raise ValueError(f"split_mode must be one of {SPLIT_MODES}, "
-                         f"got {split_mode!r}")
+        raise ValueError(
+            f"split_mode must be one of {SPLIT_MODES}, got {split_mode!r}"
+        )
     options = {
         "corpus": "cnceleb",
         "data_folder": os.path.abspath(data_folder),
-        "cnceleb2_folder": cnceleb2_folder and os.path.abspath(
-            cnceleb2_folder),
+        "cnceleb2_folder": cnceleb2_folder and os.path.abspath(cnceleb2_folder),
         "split_mode": split_mode,
         "valid_ratio": valid_ratio,
         "join_min_duration": join_min_duration,
@@ -166,187 +178,69 @@ def prepare_cnceleb(
     if is_prepared(save_folder, options, CNCELEB_OUTPUTS):
         logger.info("CN-Celeb already prepared in %s, skipping", save_folder)
         return
-    _require(data_folder, "CN-Celeb data_folder")
+    require_folder(data_folder, "CN-Celeb data_folder")
     check_writable(save_folder, MIN_FREE_MB)
-    dev_list = os.path.join(data_folder, "dev", "dev.lst")
-    train_speakers = [fields[0] for _, fields in read_list(dev_list, 1)]
     logger.info("Creating CN-Celeb manifests in %s", save_folder)
-
     skipped = []
-    rows = _speaker_rows(data_folder, "data_root", train_speakers, skipped,
-                         num_workers)
-    if cnceleb2_folder is not None:
-        _require(cnceleb2_folder, "cnceleb2_folder")
-        rows += _speaker_rows(cnceleb2_folder, "data_root2",
-                              _cnceleb2_speakers(cnceleb2_folder), skipped,
-                              num_workers)
-    if join_min_duration > 0:
-        rows = join_short_utterances(rows, join_min_duration)
-    rows, short = drop_short(rows, min_duration)
-    skipped += short
-    train, valid = _split_validation(rows, split_mode, valid_ratio, seed)
+    rows = _training_rows(
+        data_folder,
+        cnceleb2_folder,
+        join_min_duration,
+        min_duration,
+        skipped,
+        num_workers,
+    )
+    train, valid = split_validation(rows, split_mode, valid_ratio, seed)
 
     evaluation = _evaluation_rows(data_folder, skipped, num_workers)
     tables = {"train.csv": train, "valid.csv": valid}
     for name in ("enrol_concat", "enrol_avg", "test"):
         tables[f"{name}.csv"] = evaluation[name]
-    write_prepared(save_folder, tables, evaluation["trials"], skipped,
-                   options)
+    write_prepared(save_folder, tables, evaluation["trials"], skipped, options)
     logger.info(
         "CN-Celeb: %d train / %d valid items (%d / %d speakers), "
         "%d enrolments, %d test files, %d trials",
-        len(train), len(valid), len({r["spk_id"] for r in train}),
-        len({r["spk_id"] for r in valid}), len(evaluation["enrol_concat"]),
-        len(evaluation["test"]), len(evaluation["trials"]))
+        len(train),
+        len(valid),
+        len({r["spk_id"] for r in train}),
+        len({r["spk_id"] for r in valid}),
+        len(evaluation["enrol_concat"]),
+        len(evaluation["test"]),
+        len(evaluation["trials"]),
+    )
 
 
-def prepare_folder_corpus(
+def _training_rows(
     data_folder,
-    save_folder,
-    n_test_speakers=10,
-    valid_ratio=0.05,
-    split_mode="speaker",
-    max_trials=None,
-    different_key_only=False,
-    key_field=1,
-    extensions=AUDIO_EXTENSIONS,
-    seed=1234,
-    skip_prep=False,
-    num_workers=8,
+    cnceleb2_folder,
+    join_min_duration,
+    min_duration,
+    skipped,
+    num_workers,
 ):
-    """Prepares a corpus of speaker folders for training and verification.
+    """Rows of the CN-Celeb1 dev speakers (and CN-Celeb2), joined, filtered.
 
-    Every audio file under ``data_folder`` (at any depth) belongs to the
-    speaker named by the folder that directly contains it, so both
-    ``<root>/<speaker>/<utt>.wav`` and ``<root>/<corpus>/<speaker>/<utt>.opus``
-    (the shared benchmark data) work. Two different folders with the same
-    speaker name are an error. An utterance ID is the file stem, prefixed
-    with ``<speaker>-`` unless the stem already starts with the speaker.
-
-    Writes into ``save_folder``: ``train.csv`` and ``valid.csv`` (training
-    speakers), ``eval.csv`` (the test speakers' utterances; ``enrol_id`` =
-    ``ID``, so any utterance can enrol), ``trials.csv`` (``enrol_id,
-    test_id, label`` over eval.csv, see
-    :func:`speechbrain_ext.data.manifest.make_trials`) and ``skipped.csv``.
-    Paths are ``$data_root/<relative path>``.
-
-    Arguments
-    ---------
-    data_folder : str
-        Corpus root.
-    save_folder : str
-        Where the CSV files go.
-    n_test_speakers : int or float
-        Speakers held out for the trials: a count (>= 1; all speakers is
-        allowed, leaving training empty) or a fraction (< 1).
-    valid_ratio : float or int
-        Fraction or count of the training speakers ("speaker") or items
-        ("utterance") held out for validation.
-    split_mode : str
-        "speaker" or "utterance", as in :func:`prepare_cnceleb`.
-    max_trials : int, optional
-        Upper bound on the trials (half targets, half non-targets); None
-        keeps every target pair and as many non-target pairs.
-    different_key_only : bool
-        Pair only utterances whose key differs (text-independent trials).
-    key_field : int
-        Which ``-``-separated field (from 0) of the file stem is the key.
-        The default, 1, is the word in the shared data's
-        ``dsp<id>-w<word>-r<repeat>`` and ``asc<id>-<keyword>-r<repeat>``.
-    extensions : tuple of str
-        Audio file extensions to include.
-    seed : int
-        Seed of the test/validation splits and of the trials.
-    skip_prep : bool
-        If True, do nothing.
-    num_workers : int
-        Threads reading audio headers.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder`` is missing.
-    OSError
-        If ``save_folder`` cannot be written or has too little free space.
-    ValueError
-        On speaker-name collisions, duplicate IDs or, with
-        ``different_key_only``, stems without a ``key_field``.
-
-    Example
-    -------
-    >>> import torch
-    >>> from speechbrain_ext.audio import save_audio
-    >>> tmpdir = getfixture("tmpdir")
-    >>> for spk in ("s1", "s2", "s3"):
-    ...     for word in ("w1", "w2"):
-    ...         path = tmpdir / "corpus" / spk / f"{spk}-{word}.wav"
-    ...         save_audio(str(path), torch.zeros(1600), 16000)
-    >>> prepare_folder_corpus(str(tmpdir / "corpus"), str(tmpdir / "csv"),
-    ...                       n_test_speakers=2, valid_ratio=0)
-    >>> open(tmpdir / "csv" / "trials.csv").read().splitlines()[:3]
-    ['enrol_id,test_id,label', 's1-w1,s1-w2,1', 's1-w1,s2-w1,0']
+    Unusable and too-short items are appended to ``skipped``.
     """
-    if skip_prep:
-        return
-    if split_mode not in SPLIT_MODES:
-        raise ValueError(f"split_mode must be one of {SPLIT_MODES}, "
-                         f"got {split_mode!r}")
-    options = {
-        "corpus": "folder",
-        "data_folder": os.path.abspath(data_folder),
-        "n_test_speakers": n_test_speakers,
-        "valid_ratio": valid_ratio,
-        "split_mode": split_mode,
-        "max_trials": max_trials,
-        "different_key_only": different_key_only,
-        "key_field": key_field,
-        "extensions": list(extensions),
-        "seed": seed,
-    }
-    if is_prepared(save_folder, options, FOLDER_OUTPUTS):
-        logger.info("%s already prepared in %s, skipping", data_folder,
-                    save_folder)
-        return
-    _require(data_folder, "data_folder")
-    check_writable(save_folder, MIN_FREE_MB)
-    logger.info("Creating manifests of %s in %s", data_folder, save_folder)
-
-    paths = list_audio_files(data_folder, extensions)
-    speaker_of = _speakers_by_folder(paths)
-    infos, skipped = scan_audio(paths, num_workers)
-    rows, keys = [], {}
-    for info in infos:
-        spk = speaker_of[info.path]
-        stem = os.path.splitext(os.path.basename(info.path))[0]
-        utt_id = stem if stem.startswith(spk) else f"{spk}-{stem}"
-        rows.append(utterance_row(info, data_folder, utt_id=utt_id,
-                                  spk_id=spk))
-        keys[utt_id] = _key(stem, key_field, info.path, different_key_only)
-    _check_unique_ids(rows)
-
-    speakers = sorted({row["spk_id"] for row in rows})
-    train_speakers, test_speakers = split_held_out(
-        speakers, n_test_speakers, seed)
-    test_speakers = set(test_speakers)
-    evaluation = [dict(row, enrol_id=row["ID"]) for row in rows
-                  if row["spk_id"] in test_speakers]
-    train, valid = _split_validation(
-        [row for row in rows if row["spk_id"] not in test_speakers],
-        split_mode, valid_ratio, seed)
-    trials = make_trials(
-        [row["ID"] for row in evaluation],
-        [row["spk_id"] for row in evaluation],
-        keys=[keys[row["ID"]] for row in evaluation],
-        max_trials=max_trials, different_key_only=different_key_only,
-        seed=seed)
-
-    write_prepared(save_folder, {"train.csv": train, "valid.csv": valid,
-                                 "eval.csv": evaluation}, trials, skipped,
-                   options)
-    logger.info(
-        "%s: %d train / %d valid / %d eval items, %d test speakers, "
-        "%d trials", data_folder, len(train), len(valid), len(evaluation),
-        len(test_speakers), len(trials))
+    dev_list = os.path.join(data_folder, "dev", "dev.lst")
+    train_speakers = [fields[0] for _, fields in read_list(dev_list, 1)]
+    rows = _speaker_rows(
+        data_folder, "data_root", train_speakers, skipped, num_workers
+    )
+    if cnceleb2_folder is not None:
+        require_folder(cnceleb2_folder, "cnceleb2_folder")
+        rows += _speaker_rows(
+            cnceleb2_folder,
+            "data_root2",
+            _cnceleb2_speakers(cnceleb2_folder),
+            skipped,
+            num_workers,
+        )
+    if join_min_duration > 0:
+        rows = join_short_utterances(rows, join_min_duration)
+    rows, short = drop_short(rows, min_duration)
+    skipped += short
+    return rows
 
 
 def prepare_data(data_format, data_folder, save_folder, **options):
@@ -382,22 +276,32 @@ def prepare_data(data_format, data_folder, save_folder, **options):
     """
     functions = {"cnceleb": prepare_cnceleb, "folder": prepare_folder_corpus}
     if data_format not in functions:
-        raise ValueError(f"data_format must be one of {sorted(functions)}, "
-                         f"got {data_format!r}")
+        raise ValueError(
+            f"data_format must be one of {sorted(functions)}, "
+            f"got {data_format!r}"
+        )
     chosen = inspect.signature(functions[data_format]).parameters
-    defaults = {name: parameter.default
-                for function in functions.values()
-                for name, parameter in inspect.signature(
-                    function).parameters.items()}
-    foreign = sorted(name for name, value in options.items()
-                     if name not in chosen
-                     and (name not in defaults or value != defaults[name]))
+    defaults = {
+        name: parameter.default
+        for function in functions.values()
+        for name, parameter in inspect.signature(function).parameters.items()
+    }
+    foreign = sorted(
+        name
+        for name, value in options.items()
+        if name not in chosen
+        and (name not in defaults or value != defaults[name])
+    )
     if foreign:
-        raise ValueError(f"options {', '.join(foreign)} do not apply to "
-                         f"data_format {data_format!r}")
+        raise ValueError(
+            f"options {', '.join(foreign)} do not apply to "
+            f"data_format {data_format!r}"
+        )
     functions[data_format](
-        data_folder, save_folder,
-        **{name: value for name, value in options.items() if name in chosen})
+        data_folder,
+        save_folder,
+        **{name: value for name, value in options.items() if name in chosen},
+    )
 
 
 def join_short_utterances(rows, min_duration):
@@ -423,9 +327,18 @@ def join_short_utterances(rows, min_duration):
 
     Example
     -------
-    >>> rows = [dict(ID=f"s-speech-01-00{i}", duration=1.0, wav=f"{i}.flac",
-    ...              start=0, stop=16000, spk_id="s", genre="speech")
-    ...         for i in range(3)]
+    >>> rows = [
+    ...     dict(
+    ...         ID=f"s-speech-01-00{i}",
+    ...         duration=1.0,
+    ...         wav=f"{i}.flac",
+    ...         start=0,
+    ...         stop=16000,
+    ...         spk_id="s",
+    ...         genre="speech",
+    ...     )
+    ...     for i in range(3)
+    ... ]
     >>> joined = join_short_utterances(rows, 1.5)
     >>> [(row["ID"], row["duration"], row["wav"]) for row in joined]
     [('s-speech-01-000-join3', 3.0, '0.flac;1.flac;2.flac')]
@@ -457,15 +370,10 @@ def _join(run):
         run[0],
         ID=f"{run[0]['ID']}-join{len(run)}",
         duration=round(sum(row["duration"] for row in run), 4),
-        wav=";".join(row["wav"] for row in run),
+        wav=join_wav_paths([row["wav"] for row in run]),
         start=0,
         stop=sum(row["stop"] for row in run),
     )
-
-
-def _require(folder, what):
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{what} not found: {folder}")
 
 
 def _cnceleb2_speakers(folder):
@@ -474,9 +382,12 @@ def _cnceleb2_speakers(folder):
     if os.path.isfile(spk_list):
         return [fields[0] for _, fields in read_list(spk_list, 1)]
     data = os.path.join(folder, "data")
-    _require(data, "CN-Celeb2 data folder")
-    return sorted(name for name in os.listdir(data)
-                  if os.path.isdir(os.path.join(data, name)))
+    require_folder(data, "CN-Celeb2 data folder")
+    return sorted(
+        name
+        for name in os.listdir(data)
+        if os.path.isdir(os.path.join(data, name))
+    )
 
 
 def _speaker_rows(root, key, speakers, skipped, num_workers):
@@ -496,41 +407,62 @@ def _speaker_rows(root, key, speakers, skipped, num_workers):
     for info in infos:
         spk = speaker_of[info.path]
         stem = os.path.splitext(os.path.basename(info.path))[0]
-        rows.append(utterance_row(info, root, key, utt_id=f"{spk}-{stem}",
-                                  spk_id=spk, genre=stem.split("-")[0]))
+        rows.append(
+            utterance_row(
+                info,
+                root,
+                key,
+                utt_id=f"{spk}-{stem}",
+                spk_id=spk,
+                genre=stem.split("-")[0],
+            )
+        )
     return rows
-
-
-def _split_validation(rows, split_mode, valid_ratio, seed):
-    """Speaker-disjoint or held-out-utterance train/valid split."""
-    if split_mode == "speaker":
-        speakers = sorted({row["spk_id"] for row in rows})
-        if 0 < valid_ratio < 1 and len(speakers) >= 4:
-            # Validation scores same/different-speaker trials: it needs at
-            # least two speakers, whatever the ratio gives.
-            valid_ratio = max(int(round(valid_ratio * len(speakers))), 2)
-        _, held = split_held_out(speakers, valid_ratio, seed)
-        held = set(held)
-        return ([row for row in rows if row["spk_id"] not in held],
-                [row for row in rows if row["spk_id"] in held])
-    _, held = split_held_out(list(range(len(rows))), valid_ratio, seed)
-    # Never hold out a speaker's last item: validation classes must exist
-    # in training.
-    left = {}
-    for row in rows:
-        left[row["spk_id"]] = left.get(row["spk_id"], 0) + 1
-    valid_index = set()
-    for index in held:
-        spk = rows[index]["spk_id"]
-        if left[spk] > 1:
-            left[spk] -= 1
-            valid_index.add(index)
-    return ([row for i, row in enumerate(rows) if i not in valid_index],
-            [row for i, row in enumerate(rows) if i in valid_index])
 
 
 def _evaluation_rows(root, skipped, num_workers):
     """Enrolment, test and trial rows from CN-Celeb's eval/lists."""
+    lists = _evaluation_lists(root)
+    needed = (
+        list(lists["concat_paths"].values())
+        + list(lists["source_paths"].values())
+        + [lists["test_files"][test] for _, test, _ in lists["trials"]]
+    )
+    infos, bad = scan_audio(sorted(set(needed)), num_workers)
+    skipped += bad
+    info_of = {info.path: info for info in infos}
+    concat, average, tests = _evaluation_manifests(root, lists, info_of)
+    # A trial is kept only if both enrolment modes and the test are usable,
+    # so that Concat and Avg are scored on the same trials.
+    usable = {row["enrol_id"] for row in concat} & {
+        row["enrol_id"] for row in average
+    }
+    tested = {row["ID"] for row in tests}
+    trials = lists["trials"]
+    kept = [t for t in trials if t[0] in usable and t[1] in tested]
+    if len(kept) < len(trials):
+        logger.warning(
+            "dropped %d of %d trials whose audio is unusable",
+            len(trials) - len(kept),
+            len(trials),
+        )
+    return {
+        "enrol_concat": concat,
+        "enrol_avg": average,
+        "test": tests,
+        "trials": kept,
+    }
+
+
+def _evaluation_lists(root):
+    """eval/lists read and checked: every listed file is resolved.
+
+    Returns a dict: ``concat_paths`` (enrolment id -> its eval/enroll
+    file), ``sources`` (enrolment id -> [(listed name, data stem)]),
+    ``source_paths`` ("<id>\\t<name>" -> file), ``trials`` ((enrol, test
+    stem, label)) and ``test_files`` (stem -> eval/test file). Unknown
+    files or enrolment ids raise one ``ValueError`` naming them all.
+    """
     lists = os.path.join(root, "eval", "lists")
     enroll_lst = os.path.join(lists, "enroll.lst")
     enroll_map = os.path.join(lists, "enroll.map")
@@ -542,66 +474,93 @@ def _evaluation_rows(root, skipped, num_workers):
     enroll_files = _files_by_stem(os.path.join(root, "eval", "enroll"))
     test_files = _files_by_stem(os.path.join(root, "eval", "test"))
     concat_paths = _resolve(
-        enroll_lst, {enrol: os.path.basename(_stem(path))
-                     for _, (enrol, path, *_) in enroll_lines}, enroll_files)
+        enroll_lst,
+        {
+            enrol: os.path.basename(_stem(path))
+            for _, (enrol, path, *_) in enroll_lines
+        },
+        enroll_files,
+    )
     sources = {}
     for _, (enrol, *names) in map_lines:
         sources[enrol] = [(name, _source_key(enrol, name)) for name in names]
-    source_files = _data_files(root, {
-        stem.split("/")[0] for pairs in sources.values() for _, stem in pairs
-    })
-    flat = {f"{enrol}\t{name}": stem for enrol, pairs in sources.items()
-            for name, stem in pairs}
+    source_files = _data_files(
+        root,
+        {stem.split("/")[0] for pairs in sources.values() for _, stem in pairs},
+    )
+    flat = {
+        f"{enrol}\t{name}": stem
+        for enrol, pairs in sources.items()
+        for name, stem in pairs
+    }
     source_paths = _resolve(enroll_map, flat, source_files)
     trials = []
     for number, (enrol, test, label, *_) in trial_lines:
         if label not in ("0", "1"):
-            raise ValueError(f"{trials_lst}:{number}: label must be 0 or 1, "
-                             f"got {label!r}")
+            raise ValueError(
+                f"{trials_lst}:{number}: label must be 0 or 1, got {label!r}"
+            )
         trials.append((enrol, os.path.basename(_stem(test)), int(label)))
-    unknown_enrol = sorted({enrol for enrol, _, _ in trials}
-                           - (set(concat_paths) & set(sources)))
+    unknown_enrol = sorted(
+        {enrol for enrol, _, _ in trials} - (set(concat_paths) & set(sources))
+    )
     if unknown_enrol:
-        _raise_unknown(trials_lst, unknown_enrol,
-                       "enrolment id of both enroll.lst and enroll.map")
+        _raise_unknown(
+            trials_lst,
+            unknown_enrol,
+            "enrolment id of both enroll.lst and enroll.map",
+        )
     _resolve(trials_lst, {test: test for _, test, _ in trials}, test_files)
+    return {
+        "concat_paths": concat_paths,
+        "sources": sources,
+        "source_paths": source_paths,
+        "trials": trials,
+        "test_files": test_files,
+    }
 
-    needed = (list(concat_paths.values()) + list(source_paths.values())
-              + [test_files[test] for test in {t for _, t, _ in trials}])
-    infos, bad = scan_audio(sorted(set(needed)), num_workers)
-    skipped += bad
-    info_of = {info.path: info for info in infos}
 
+def _evaluation_manifests(root, lists, info_of):
+    """Concat-enrolment, Avg-enrolment and test rows of the usable files."""
     concat = [
-        utterance_row(info_of[path], root, utt_id=enrol, enrol_id=enrol,
-                      spk_id=_speaker(enrol))
-        for enrol, path in concat_paths.items() if path in info_of
+        utterance_row(
+            info_of[path],
+            root,
+            utt_id=enrol,
+            enrol_id=enrol,
+            spk_id=_speaker(enrol),
+        )
+        for enrol, path in lists["concat_paths"].items()
+        if path in info_of
     ]
     average = []
-    for enrol, pairs in sources.items():
+    for enrol, pairs in lists["sources"].items():
         for name, stem in pairs:
-            path = source_paths[f"{enrol}\t{name}"]
+            path = lists["source_paths"][f"{enrol}\t{name}"]
             if path in info_of:
                 spk, utt = stem.split("/")[0], os.path.basename(stem)
-                average.append(utterance_row(
-                    info_of[path], root, utt_id=f"{spk}-{utt}",
-                    enrol_id=enrol, spk_id=spk, genre=utt.split("-")[0]))
+                average.append(
+                    utterance_row(
+                        info_of[path],
+                        root,
+                        utt_id=f"{spk}-{utt}",
+                        enrol_id=enrol,
+                        spk_id=spk,
+                        genre=utt.split("-")[0],
+                    )
+                )
     tests = [
-        utterance_row(info_of[path], root, utt_id=stem,
-                      spk_id=stem.split("-")[0], genre=_genre(stem))
-        for stem, path in sorted(test_files.items()) if path in info_of
+        utterance_row(
+            info_of[path],
+            root,
+            utt_id=stem,
+            spk_id=stem.split("-")[0],
+            genre=_genre(stem),
+        )
+        for stem, path in sorted(lists["test_files"].items())
+        if path in info_of
     ]
-    # A trial is kept only if both enrolment modes and the test are usable,
-    # so that Concat and Avg are scored on the same trials.
-    usable = ({row["enrol_id"] for row in concat}
-              & {row["enrol_id"] for row in average})
-    tested = {row["ID"] for row in tests}
-    kept = [t for t in trials if t[0] in usable and t[1] in tested]
-    if len(kept) < len(trials):
-        logger.warning("dropped %d of %d trials whose audio is unusable",
-                       len(trials) - len(kept), len(trials))
-    return {"enrol_concat": concat, "enrol_avg": average, "test": tests,
-            "trials": kept}
+    return concat, average, tests
 
 
 def _stem(name):
@@ -610,7 +569,7 @@ def _stem(name):
 
 
 def _source_key(enrol_id, name):
-    """"<spk>/<stem>" of an enroll.map entry such as id00800/x-01-001.wav.
+    """ "<spk>/<stem>" of an enroll.map entry such as id00800/x-01-001.wav.
 
     The speaker is the entry's folder, or the enrolment's speaker when the
     entry is a bare file name.
@@ -620,8 +579,11 @@ def _source_key(enrol_id, name):
 
 
 def _speaker(enrol_id):
-    return enrol_id[: -len("-enroll")] if enrol_id.endswith(
-        "-enroll") else enrol_id
+    return (
+        enrol_id[: -len("-enroll")]
+        if enrol_id.endswith("-enroll")
+        else enrol_id
+    )
 
 
 def _genre(test_stem):
@@ -631,9 +593,10 @@ def _genre(test_stem):
 
 def _files_by_stem(folder):
     """Maps file stem -> path for the audio files directly in ``folder``."""
-    _require(folder, "CN-Celeb evaluation folder")
-    return {_stem(os.path.basename(path)): path
-            for path in list_audio_files(folder)}
+    require_folder(folder, "CN-Celeb evaluation folder")
+    return {
+        _stem(os.path.basename(path)): path for path in list_audio_files(folder)
+    }
 
 
 def _data_files(root, speakers):
@@ -642,61 +605,38 @@ def _data_files(root, speakers):
     for spk in speakers:
         folder = os.path.join(root, "data", spk)
         if os.path.isdir(folder):
-            files.update({f"{spk}/{_stem(os.path.basename(path))}": path
-                          for path in list_audio_files(folder)})
+            files.update(
+                {
+                    f"{spk}/{_stem(os.path.basename(path))}": path
+                    for path in list_audio_files(folder)
+                }
+            )
     return files
 
 
 def _resolve(list_path, names, files):
     """Maps each entry of ``names`` (entry -> stem) to a file, or raises."""
-    unknown = sorted(entry for entry, stem in names.items()
-                     if stem not in files)
+    unknown = sorted(
+        entry for entry, stem in names.items() if stem not in files
+    )
     if unknown:
-        _raise_unknown(list_path, [u.split("\t")[-1] for u in unknown],
-                       "audio file")
+        _raise_unknown(
+            list_path, [u.split("\t")[-1] for u in unknown], "audio file"
+        )
     return {entry: files[stem] for entry, stem in names.items()}
 
 
 def _raise_unknown(list_path, unknown, what):
     shown = ", ".join(unknown[:MAX_LISTED])
-    more = (f" (and {len(unknown) - MAX_LISTED} more)"
-            if len(unknown) > MAX_LISTED else "")
-    raise ValueError(f"{list_path}: {len(unknown)} entries name no known "
-                     f"{what}: {shown}{more}")
-
-
-def _speakers_by_folder(paths):
-    """Speaker of each file: the name of its folder, checked for clashes."""
-    folder_of, speaker_of = {}, {}
-    for path in paths:
-        folder = os.path.dirname(path)
-        spk = os.path.basename(folder)
-        if folder_of.setdefault(spk, folder) != folder:
-            raise ValueError(
-                f"two folders are named after speaker {spk!r}: "
-                f"{folder_of[spk]} and {folder}")
-        speaker_of[path] = spk
-    return speaker_of
-
-
-def _key(stem, key_field, path, required):
-    fields = stem.split("-")
-    if key_field < len(fields):
-        return fields[key_field]
-    if required:
-        raise ValueError(
-            f"{path}: file name has no field {key_field} (counting from 0, "
-            "split on '-') to use as the key for different_key_only")
-    return ""
-
-
-def _check_unique_ids(rows):
-    seen = {}
-    for row in rows:
-        if row["ID"] in seen:
-            raise ValueError(f"duplicate utterance ID {row['ID']!r}: "
-                             f"{seen[row['ID']]} and {row['wav']}")
-        seen[row["ID"]] = row["wav"]
+    more = (
+        f" (and {len(unknown) - MAX_LISTED} more)"
+        if len(unknown) > MAX_LISTED
+        else ""
+    )
+    raise ValueError(
+        f"{list_path}: {len(unknown)} entries name no known "
+        f"{what}: {shown}{more}"
+    )
 
 
 def _count_or_fraction(text):
@@ -707,40 +647,57 @@ def _count_or_fraction(text):
 def main(argv=None):
     """Command-line entry point; see ``--help``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data_folder", required=True,
-                        help="CN-Celeb_flac folder, or a folder corpus root")
+    parser.add_argument(
+        "--data_folder",
+        required=True,
+        help="CN-Celeb_flac folder, or a folder corpus root",
+    )
     parser.add_argument("--save_folder", required=True)
-    parser.add_argument("--folder_corpus", action="store_true",
-                        help="prepare a <speaker>/<utt> folder corpus")
+    parser.add_argument(
+        "--folder_corpus",
+        action="store_true",
+        help="prepare a <speaker>/<utt> folder corpus",
+    )
     parser.add_argument("--cnceleb2_folder", default=None)
-    parser.add_argument("--split_mode", choices=SPLIT_MODES,
-                        default="speaker")
-    parser.add_argument("--valid_ratio", type=_count_or_fraction,
-                        default=0.05)
+    parser.add_argument("--split_mode", choices=SPLIT_MODES, default="speaker")
+    parser.add_argument("--valid_ratio", type=_count_or_fraction, default=0.05)
     parser.add_argument("--join_min_duration", type=float, default=0.0)
     parser.add_argument("--min_duration", type=float, default=0.0)
-    parser.add_argument("--n_test_speakers", type=_count_or_fraction,
-                        default=10)
+    parser.add_argument(
+        "--n_test_speakers", type=_count_or_fraction, default=10
+    )
     parser.add_argument("--max_trials", type=int, default=None)
     parser.add_argument("--different_key_only", action="store_true")
     parser.add_argument("--key_field", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--num_workers", type=int, default=8)
     args = vars(parser.parse_args(argv))
-    common = {name: args.pop(name) for name in (
-        "data_folder", "save_folder", "split_mode", "valid_ratio", "seed",
-        "num_workers")}
+    common = {
+        name: args.pop(name)
+        for name in (
+            "data_folder",
+            "save_folder",
+            "split_mode",
+            "valid_ratio",
+            "seed",
+            "num_workers",
+        )
+    }
     if args["folder_corpus"]:
         prepare_folder_corpus(
             n_test_speakers=args["n_test_speakers"],
             max_trials=args["max_trials"],
             different_key_only=args["different_key_only"],
-            key_field=args["key_field"], **common)
+            key_field=args["key_field"],
+            **common,
+        )
     else:
         prepare_cnceleb(
             cnceleb2_folder=args["cnceleb2_folder"],
             join_min_duration=args["join_min_duration"],
-            min_duration=args["min_duration"], **common)
+            min_duration=args["min_duration"],
+            **common,
+        )
 
 
 if __name__ == "__main__":

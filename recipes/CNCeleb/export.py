@@ -27,10 +27,10 @@ of ``train.py``. ``verify.py --backend onnx`` runs the ONNX graph.
 import os
 import sys
 
-import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
-
 from speechbrain_ext.export import export_from_hparams
+
+import speechbrain as sb
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train import size_classifier  # noqa: E402

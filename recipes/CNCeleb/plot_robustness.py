@@ -27,19 +27,33 @@ from speechbrain_ext.scoring.plots import plot_eer_vs_sir
 def parse_args(argv):
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reports", nargs="+", required=True,
-                        help="summary.json files written by verify.py")
-    parser.add_argument("--names", nargs="+", default=None,
-                        help="one legend name per report (default: the "
-                             "report's system name)")
-    parser.add_argument("--out", default="eer_vs_sir.png",
-                        help="image file to write")
-    parser.add_argument("--enrol_mode", default=None,
-                        help="enrolment mode to plot, e.g. concat or avg "
-                             "(default: the first one of each report)")
-    parser.add_argument("--score_norm", default=None,
-                        help="score normalisation to plot (default: the "
-                             "first one of each report)")
+    parser.add_argument(
+        "--reports",
+        nargs="+",
+        required=True,
+        help="summary.json files written by verify.py",
+    )
+    parser.add_argument(
+        "--names",
+        nargs="+",
+        default=None,
+        help="one legend name per report (default: the report's system name)",
+    )
+    parser.add_argument(
+        "--out", default="eer_vs_sir.png", help="image file to write"
+    )
+    parser.add_argument(
+        "--enrol_mode",
+        default=None,
+        help="enrolment mode to plot, e.g. concat or avg "
+        "(default: the first one of each report)",
+    )
+    parser.add_argument(
+        "--score_norm",
+        default=None,
+        help="score normalisation to plot (default: the "
+        "first one of each report)",
+    )
     parser.add_argument("--title", default="EER against SIR")
     args = parser.parse_args(argv)
     if args.names is not None and len(args.names) != len(args.reports):
@@ -72,11 +86,28 @@ def eer_by_sir(report_path, enrol_mode=None, score_norm=None):
     -------
     >>> path = getfixture("tmpdir") / "summary.json"
     >>> row = {"enrol_mode": "concat", "score_norm": "none", "snr_db": None}
-    >>> _ = path.write_text(json.dumps({"system": "csc", "results": {
-    ...     "concat": {**row, "test_condition": "clean", "sir_db": None,
-    ...                "EER": 0.1},
-    ...     "concat@sir5": {**row, "test_condition": "sir5", "sir_db": 5.0,
-    ...                     "EER": 0.2}}}), "utf-8")
+    >>> _ = path.write_text(
+    ...     json.dumps(
+    ...         {
+    ...             "system": "csc",
+    ...             "results": {
+    ...                 "concat": {
+    ...                     **row,
+    ...                     "test_condition": "clean",
+    ...                     "sir_db": None,
+    ...                     "EER": 0.1,
+    ...                 },
+    ...                 "concat@sir5": {
+    ...                     **row,
+    ...                     "test_condition": "sir5",
+    ...                     "sir_db": 5.0,
+    ...                     "EER": 0.2,
+    ...                 },
+    ...             },
+    ...         }
+    ...     ),
+    ...     "utf-8",
+    ... )
     >>> eer_by_sir(str(path))
     ('csc', {'clean': 10.0, 5.0: 20.0})
     """
@@ -95,7 +126,8 @@ def eer_by_sir(report_path, enrol_mode=None, score_norm=None):
     points = {}
     for _, result in results:
         if (result["enrol_mode"], result["score_norm"]) != (
-            enrol_mode, score_norm
+            enrol_mode,
+            score_norm,
         ) or result["snr_db"] is not None:
             continue
         sir = "clean" if result["sir_db"] is None else result["sir_db"]

@@ -48,76 +48,134 @@ import os
 import sys
 
 import torch
-from speechbrain.inference.speaker import EncoderClassifier
-
 from speechbrain_ext.augment.bank import load_waveform_bank
 from speechbrain_ext.augment.noise import generate_noise_bank
+from speechbrain_ext.data.manifest import read_manifest
 from speechbrain_ext.onnx_backend import OnnxEncoder
 from speechbrain_ext.robustness import Corruptor, parse_condition
 from speechbrain_ext.verification import (
     cohort_rows,
-    read_manifest,
     read_trial_file,
     verify_trials,
     write_report,
 )
 
+from speechbrain.inference.speaker import EncoderClassifier
+
 ENROL_CSV = {"concat": "enrol_concat.csv", "avg": "enrol_avg.csv"}
+# Present in every extracted CN-Celeb release.
+CNCELEB_TRIALS = os.path.join("eval", "lists", "trials.lst")
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv):
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True,
-                        help="exported model folder (hyperparams.yaml)")
-    parser.add_argument("--data_folder", required=True,
-                        help="value of $data_root in the manifests")
-    parser.add_argument("--cnceleb2_folder", default=None,
-                        help="value of $data_root2 (CN-Celeb2 cohort rows)")
-    parser.add_argument("--prep_folder", default="results/prepared",
-                        help="folder written by the data preparation")
-    parser.add_argument("--output_folder", default=None,
-                        help="reports go here (default: <model>/../verify)")
-    parser.add_argument("--enrol_mode", nargs="+", default=["concat"],
-                        choices=sorted(ENROL_CSV),
-                        help="CN-Celeb enrolment modes to score")
-    parser.add_argument("--score_norm", default="none",
-                        choices=["none", "z-norm", "t-norm", "s-norm",
-                                 "as-norm"])
-    parser.add_argument("--top_n", type=int, default=300,
-                        help="AS-norm cohort size per item")
-    parser.add_argument("--mean_norm", action="store_true",
-                        help="subtract the training-set mean embedding")
-    parser.add_argument("--cohort_per_speaker", type=int, default=3,
-                        help="training utterances per cohort speaker")
-    parser.add_argument("--trials", default=None,
-                        help="trial list (default: <prep_folder>/trials.csv)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="exported model folder (hyperparams.yaml)",
+    )
+    parser.add_argument(
+        "--data_folder",
+        required=True,
+        help="value of $data_root in the manifests",
+    )
+    parser.add_argument(
+        "--cnceleb2_folder",
+        default=None,
+        help="value of $data_root2 (CN-Celeb2 cohort rows)",
+    )
+    parser.add_argument(
+        "--prep_folder",
+        default="results/prepared",
+        help="folder written by the data preparation",
+    )
+    parser.add_argument(
+        "--output_folder",
+        default=None,
+        help="reports go here (default: <model>/../verify)",
+    )
+    parser.add_argument(
+        "--enrol_mode",
+        nargs="+",
+        default=["concat"],
+        choices=sorted(ENROL_CSV),
+        help="CN-Celeb enrolment modes to score",
+    )
+    parser.add_argument(
+        "--score_norm",
+        default="none",
+        choices=["none", "z-norm", "t-norm", "s-norm", "as-norm"],
+    )
+    parser.add_argument(
+        "--top_n", type=int, default=300, help="AS-norm cohort size per item"
+    )
+    parser.add_argument(
+        "--mean_norm",
+        action="store_true",
+        help="subtract the training-set mean embedding",
+    )
+    parser.add_argument(
+        "--cohort_per_speaker",
+        type=int,
+        default=3,
+        help="training utterances per cohort speaker",
+    )
+    parser.add_argument(
+        "--trials",
+        default=None,
+        help="trial list (default: <prep_folder>/trials.csv)",
+    )
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--backend", default="torch",
-                        choices=["torch", "onnx"],
-                        help="run the encoder in torch or in ONNX Runtime "
-                             "(<model>/embedding_model.onnx, CPU)")
-    parser.add_argument("--onnx_model", default=None,
-                        help="ONNX file for --backend onnx (default: "
-                             "<model>/embedding_model.onnx)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="intra-op threads of the backend (torch, or "
-                             "ONNX Runtime's intra_op_num_threads)")
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="run the encoder in torch or in ONNX Runtime "
+        "(<model>/embedding_model.onnx, CPU)",
+    )
+    parser.add_argument(
+        "--onnx_model",
+        default=None,
+        help="ONNX file for --backend onnx (default: "
+        "<model>/embedding_model.onnx)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads of the backend (torch, or "
+        "ONNX Runtime's intra_op_num_threads)",
+    )
     parser.add_argument("--name", default=None, help="system name in tables")
     parser.add_argument("--no_plots", action="store_true")
-    parser.add_argument("--conditions", nargs="+", default=["clean"],
-                        help="test-side conditions: clean, sir<dB>, "
-                             "snr<dB>, sir<dB>+snr<dB>")
-    parser.add_argument("--interferer_csv", default=None,
-                        help="manifest of interfering talkers (ID, wav, "
-                             "spk_id; default: the test manifest)")
-    parser.add_argument("--noise_csv", default=None,
-                        help="noise manifest (default: a synthetic bank "
-                             "generated in <output>/noise)")
-    parser.add_argument("--corruption_seed", type=int, default=1234,
-                        help="seed of the test-side corruption")
+    parser.add_argument(
+        "--conditions",
+        nargs="+",
+        default=["clean"],
+        help="test-side conditions: clean, sir<dB>, snr<dB>, sir<dB>+snr<dB>",
+    )
+    parser.add_argument(
+        "--interferer_csv",
+        default=None,
+        help="manifest of interfering talkers (ID, wav, "
+        "spk_id; default: the test manifest)",
+    )
+    parser.add_argument(
+        "--noise_csv",
+        default=None,
+        help="noise manifest (default: a synthetic bank "
+        "generated in <output>/noise)",
+    )
+    parser.add_argument(
+        "--corruption_seed",
+        type=int,
+        default=1234,
+        help="seed of the test-side corruption",
+    )
     args = parser.parse_args(argv)
     try:
         args.conditions = [parse_condition(c) for c in args.conditions]
@@ -157,6 +215,47 @@ def evaluation_sets(prep_folder, enrol_mode):
     return eval_csv, eval_csv
 
 
+def ensure_prepared(data_folder, prep_folder, cnceleb2_folder=None):
+    """Prepares a CN-Celeb release that was never prepared on this machine.
+
+    Scoring needs ``trials.csv`` and the enrolment and test manifests. For
+    the CN-Celeb release they are fixed by its evaluation lists, so they
+    are prepared here (``cnceleb_prepare.prepare_cnceleb``, which also
+    writes the training manifest a score cohort reads; with no validation
+    split, since scoring needs none and every dev speaker then joins the
+    cohort). A folder corpus's test speakers depend on the options the
+    model was trained with, so only the command to run is named.
+
+    Raises
+    ------
+    FileNotFoundError
+        For an unprepared folder corpus, with the preparation command.
+    """
+    if os.path.isfile(os.path.join(prep_folder, "trials.csv")):
+        return
+    if os.path.isfile(os.path.join(data_folder, CNCELEB_TRIALS)):
+        from cnceleb_prepare import prepare_cnceleb
+
+        logger.info(
+            "%s holds no trials.csv: preparing CN-Celeb from %s",
+            prep_folder,
+            data_folder,
+        )
+        prepare_cnceleb(
+            data_folder, prep_folder, cnceleb2_folder, valid_ratio=0
+        )
+        return
+    raise FileNotFoundError(
+        f"{prep_folder} holds no trials.csv and {data_folder} is not a "
+        f"CN-Celeb release ({CNCELEB_TRIALS} is missing). Prepare it with "
+        "the options the model was trained with (train.py does so), e.g. "
+        f"python cnceleb_prepare.py --folder_corpus --data_folder "
+        f"{data_folder} --save_folder {prep_folder} --n_test_speakers 10 "
+        "--seed 1234; or pass --trials and --prep_folder of an earlier "
+        "preparation"
+    )
+
+
 def corruptors_by_condition(args, test_rows, replacements, output):
     """One :class:`Corruptor` per condition (None for clean)."""
     conditions = args.conditions
@@ -174,7 +273,9 @@ def corruptors_by_condition(args, test_rows, replacements, output):
         row["ID"]: row["spk_id"] for row in test_rows if row.get("spk_id")
     }
     return {
-        condition.name: None if condition.is_clean else Corruptor(
+        condition.name: None
+        if condition.is_clean
+        else Corruptor(
             condition,
             interferers,
             noises,
@@ -211,6 +312,10 @@ def main(argv=None):
         "data_root": args.data_folder,
         "data_root2": args.cnceleb2_folder or args.data_folder,
     }
+    if args.trials is None:
+        ensure_prepared(
+            args.data_folder, args.prep_folder, args.cnceleb2_folder
+        )
     trials = read_trial_file(
         args.trials or os.path.join(args.prep_folder, "trials.csv")
     )
@@ -249,8 +354,10 @@ def main(argv=None):
                 num_workers=args.num_workers,
                 test_transform=corruptors[condition.name],
             )
-            key = scoring if condition.is_clean else (
-                f"{scoring}@{condition.name}"
+            key = (
+                scoring
+                if condition.is_clean
+                else (f"{scoring}@{condition.name}")
             )
             results[key] = {
                 **result,

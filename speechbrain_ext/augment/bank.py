@@ -23,10 +23,9 @@ import copy
 import os
 
 import torch
-from speechbrain.dataio.dataio import load_data_csv
 
 from speechbrain_ext.audio import AudioError, load_audio
-from speechbrain_ext.data.manifest import check_manifest
+from speechbrain_ext.data.manifest import read_manifest
 
 __all__ = ["WaveformBank", "load_waveform_bank", "read_wav_csv"]
 
@@ -70,15 +69,13 @@ def read_wav_csv(csv_file, replacements=None):
     >>> read_wav_csv(str(tmpdir / "x.csv"), {"root": "/d"})[0][1]
     '/d/n1.wav'
     """
-    replacements = replacements or {}
-    check_manifest(csv_file, ("ID", "wav"), replacements)
-    rows = load_data_csv(csv_file, replacements=replacements)
+    rows = read_manifest(csv_file, replacements)
     if not rows:
         raise ValueError(f"{csv_file} lists no audio files")
-    listed = []
-    for line, (utt_id, row) in enumerate(rows.items(), start=2):
-        listed.append((f"{csv_file}, line {line} (ID {utt_id})", row["wav"]))
-    return listed
+    return [
+        (f"{csv_file}, line {line} (ID {row['ID']})", row["wav"])
+        for line, row in enumerate(rows, start=2)
+    ]
 
 
 class WaveformBank:

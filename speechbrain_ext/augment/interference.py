@@ -20,8 +20,8 @@ tensor([0, 1, 2, 3, 0, 1, 2, 3])
 import math
 
 import torch
-from speechbrain.utils.callchains import lengths_arg_exists
 
+from speechbrain.utils.callchains import lengths_arg_exists
 from speechbrain_ext.audio import AudioError, audio_info, load_audio
 from speechbrain_ext.augment.bank import read_wav_csv
 from speechbrain_ext.augment.mixing import mix_in_region, relative_to_absolute
@@ -260,8 +260,9 @@ class InterferedViews(torch.nn.Module):
     tensor([0, 1, 0, 1])
     """
 
-    def __init__(self, interferences, n_views=2, probabilities=None,
-                 segments=1):
+    def __init__(
+        self, interferences, n_views=2, probabilities=None, segments=1
+    ):
         super().__init__()
         if n_views < 1:
             raise ValueError(f"n_views must be at least 1, got {n_views}")
@@ -352,7 +353,8 @@ class InterferedViews(torch.nn.Module):
         Example
         -------
         >>> InterferedViews([], n_views=3).replicate_labels(
-        ...     torch.tensor([4, 7]))
+        ...     torch.tensor([4, 7])
+        ... )
         tensor([4, 7, 4, 7, 4, 7])
         """
         return labels.repeat(self.views_per_target, *labels.shape[1:])
@@ -365,8 +367,7 @@ class InterferedViews(torch.nn.Module):
         length = n_samples // self.segments
         if length == 0:
             raise ValueError(
-                f"cannot cut {n_samples} samples into {self.segments} "
-                "segments"
+                f"cannot cut {n_samples} samples into {self.segments} segments"
             )
         valid = lengths * n_samples
         parts = []

@@ -16,6 +16,7 @@ tensor([[ 1.1000, -0.9000,  1.1000, -0.9000]])
 """
 
 import torch
+
 from speechbrain.dataio.dataio import length_to_mask
 
 __all__ = ["mix_at_ratio", "mix_in_region", "relative_to_absolute"]

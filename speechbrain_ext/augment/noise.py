@@ -226,7 +226,6 @@ class AddNoiseBank(BankAugmentation):
         self.snr_low = snr_low
         self.snr_high = snr_high
 
-
     def forward(self, waveforms, lengths):
         """Adds noise to a padded batch.
 

@@ -22,9 +22,9 @@ import numpy as np
 import pyroomacoustics as pra
 import scipy.fft
 import torch
+
 from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.processing.signal_processing import compute_amplitude, rescale
-
 from speechbrain_ext.audio import save_audio
 from speechbrain_ext.augment.bank import BankAugmentation
 from speechbrain_ext.augment.mixing import relative_to_absolute
@@ -191,7 +191,6 @@ class AddReverbBank(BankAugmentation):
                 f"rescale_amp must be 'avg', 'peak' or None, got {rescale_amp}"
             )
         self.rescale_amp = rescale_amp
-
 
     def forward(self, waveforms, lengths):
         """Reverberates a padded batch.

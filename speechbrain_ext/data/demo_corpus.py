@@ -39,8 +39,12 @@ Example
 -------
 >>> import os
 >>> root = generate_demo_corpus(
-...     getfixture("tmpdir") / "CN-Celeb_flac", n_train_speakers=2,
-...     n_eval_speakers=2, utts_per_speaker=3, n_test_per_eval_speaker=1)
+...     getfixture("tmpdir") / "CN-Celeb_flac",
+...     n_train_speakers=2,
+...     n_eval_speakers=2,
+...     utts_per_speaker=3,
+...     n_test_per_eval_speaker=1,
+... )
 >>> sorted(os.listdir(root))
 ['data', 'dev', 'eval']
 >>> open(os.path.join(root, "dev", "dev.lst")).read().split()
@@ -68,37 +72,52 @@ __all__ = [
 ]
 
 GENRES = (
-    "advertisement", "drama", "entertainment", "interview", "live_broadcast",
-    "movie", "play", "recitation", "singing", "speech", "vlog",
+    "advertisement",
+    "drama",
+    "entertainment",
+    "interview",
+    "live_broadcast",
+    "movie",
+    "play",
+    "recitation",
+    "singing",
+    "speech",
+    "vlog",
 )
 
 # F1-F4 (Hz) of adult vowels (Peterson & Barney / Hillenbrand averages for
 # a reference tract; each speaker scales them).
-VOWEL_FORMANTS = np.array([
-    [270, 2290, 3010, 3700],  # i
-    [390, 1990, 2550, 3600],  # I
-    [530, 1840, 2480, 3600],  # E
-    [660, 1720, 2410, 3500],  # ae
-    [730, 1090, 2440, 3400],  # a
-    [570, 840, 2410, 3300],  # o
-    [300, 870, 2240, 3300],  # u
-    [640, 1190, 2390, 3400],  # schwa-like open
-    [280, 1900, 2350, 3500],  # y (Mandarin u-umlaut)
-], dtype=float)
+VOWEL_FORMANTS = np.array(
+    [
+        [270, 2290, 3010, 3700],  # i
+        [390, 1990, 2550, 3600],  # I
+        [530, 1840, 2480, 3600],  # E
+        [660, 1720, 2410, 3500],  # ae
+        [730, 1090, 2440, 3400],  # a
+        [570, 840, 2410, 3300],  # o
+        [300, 870, 2240, 3300],  # u
+        [640, 1190, 2390, 3400],  # schwa-like open
+        [280, 1900, 2350, 3500],  # y (Mandarin u-umlaut)
+    ],
+    dtype=float,
+)
 F5 = 4500.0
 BANDWIDTHS = np.array([60.0, 90.0, 150.0, 200.0, 280.0])
 NASAL_POLE = 270.0
 
 # Onset consonants: (centre Hz, bandwidth Hz, is_plosive).
-CONSONANTS = np.array([
-    [5500, 2500, 0],  # s
-    [3000, 1600, 0],  # sh
-    [4500, 7000, 0],  # f (flat)
-    [1500, 1200, 0],  # x (velar)
-    [900, 1400, 1],  # p
-    [4000, 3000, 1],  # t
-    [2000, 1400, 1],  # k
-], dtype=float)
+CONSONANTS = np.array(
+    [
+        [5500, 2500, 0],  # s
+        [3000, 1600, 0],  # sh
+        [4500, 7000, 0],  # f (flat)
+        [1500, 1200, 0],  # x (velar)
+        [900, 1400, 1],  # p
+        [4000, 3000, 1],  # t
+        [2000, 1400, 1],  # k
+    ],
+    dtype=float,
+)
 
 # Per genre: (speaking-rate factor, F0 offset in semitones, F0 range factor,
 # SNR range in dB, probability of tonal background).
@@ -280,8 +299,9 @@ def sample_session(rng, genre, sample_rate=16000):
     )
     for _ in range(2):
         centre = rng.uniform(300, min(5000, 0.8 * nyquist))
-        peak = _peaking_eq(centre, rng.uniform(-8, 8), rng.uniform(0.7, 3),
-                           sample_rate)
+        peak = _peaking_eq(
+            centre, rng.uniform(-8, 8), rng.uniform(0.7, 3), sample_rate
+        )
         sos = np.vstack([sos, peak])
     reverb = None
     if rng.random() < 0.5:
@@ -330,7 +350,8 @@ def synthesize_utterance(voice, session, duration, rng, sample_rate=16000):
     -------
     >>> rng = np.random.default_rng(0)
     >>> wav = synthesize_utterance(
-    ...     sample_voice(rng), sample_session(rng, "speech"), 1.5, rng)
+    ...     sample_voice(rng), sample_session(rng, "speech"), 1.5, rng
+    ... )
     >>> wav.shape, wav.dtype
     ((24000,), dtype('float32'))
     """
@@ -341,10 +362,10 @@ def synthesize_utterance(voice, session, duration, rng, sample_rate=16000):
     frame_times = np.arange(n_frames) * HOP
     times = np.arange(n_samples)
     f0 = np.interp(times, frame_times, f0)
-    voicing = np.interp(times, frame_times, track["voicing"]).astype(
-        np.float32)
+    voicing = np.interp(times, frame_times, track["voicing"]).astype(np.float32)
     frication = np.interp(times, frame_times, track["frication"]).astype(
-        np.float32)
+        np.float32
+    )
 
     glottal, flow = _glottal_source(voice, f0, rng, sample_rate)
     # Aspiration (voiced frames) and frication (unvoiced frames) hardly
@@ -357,16 +378,19 @@ def synthesize_utterance(voice, session, duration, rng, sample_rate=16000):
 
     freqs = np.fft.rfftfreq(N_FFT, 1 / sample_rate)
     step = STFT_HOP // HOP
-    tract = _tract_response(voice, track["formants"][::step], freqs,
-                            sample_rate)
-    onset = _consonant_response(voice, track["consonant"][::step], freqs,
-                                sample_rate)
+    tract = _tract_response(
+        voice, track["formants"][::step], freqs, sample_rate
+    )
+    onset = _consonant_response(
+        voice, track["consonant"][::step], freqs, sample_rate
+    )
     vowels, consonants = _filter_stft(
         np.stack([voiced, noise]), np.stack([tract, onset])
     )
     # Consonants sit 10-20 dB under the vowels, whatever the filter gains.
     speech = vowels + consonants * (
-        voice.frication_level * _rms(vowels) / _rms(consonants))
+        voice.frication_level * _rms(vowels) / _rms(consonants)
+    )
     return _record(speech[:n_samples], session, rng, sample_rate)
 
 
@@ -440,8 +464,14 @@ def generate_demo_corpus(
     train_ids = [f"id{i:05d}" for i in range(n_train_speakers)]
     eval_ids = [f"id{800 + i:05d}" for i in range(n_eval_speakers)]
     jobs = [
-        (out_dir, spk, [seed, index], utts_per_speaker,
-         n_test_per_eval_speaker if spk in eval_ids else 0, sample_rate)
+        (
+            out_dir,
+            spk,
+            [seed, index],
+            utts_per_speaker,
+            n_test_per_eval_speaker if spk in eval_ids else 0,
+            sample_rate,
+        )
         for index, spk in enumerate(train_ids + eval_ids)
     ]
     if num_workers is None:
@@ -455,7 +485,7 @@ def generate_demo_corpus(
         results = [_write_speaker(*job) for job in jobs]
 
     _write_lines(os.path.join(out_dir, "dev", "dev.lst"), train_ids)
-    _write_eval_lists(out_dir, dict(zip(eval_ids, results[len(train_ids):])))
+    _write_eval_lists(out_dir, dict(zip(eval_ids, results[len(train_ids) :])))
     return out_dir
 
 
@@ -483,14 +513,20 @@ def _write_utterances(out_dir, spk, rng, n_utts, sample_rate):
     )
     sessions = [sample_session(rng, g, sample_rate) for g in session_genres]
     # Every session gets an utterance, the rest are spread at random.
-    owner = np.sort(np.concatenate([
-        np.arange(n_sessions), rng.integers(0, n_sessions, n_utts - n_sessions)
-    ]))
+    owner = np.sort(
+        np.concatenate(
+            [
+                np.arange(n_sessions),
+                rng.integers(0, n_sessions, n_utts - n_sessions),
+            ]
+        )
+    )
     number_in_genre = {}
     utterances = []
     for index, session in enumerate(sessions):
-        number_in_genre[session.genre] = number_in_genre.get(
-            session.genre, 0) + 1
+        number_in_genre[session.genre] = (
+            number_in_genre.get(session.genre, 0) + 1
+        )
         prefix = f"{session.genre}-{number_in_genre[session.genre]:02d}"
         for utt in range(int(np.sum(owner == index))):
             # Log-uniform 1-5 s: about 40 % are under 2 s, as in CN-Celeb.
@@ -520,13 +556,21 @@ def _write_eval_files(out_dir, spk, utterances, n_test, sample_rate):
         u for u in utterances if u[1] not in test_names
     ][:1]
     enrol_wav = np.concatenate([wav for _, _, wav in enrol])
-    _write_flac(os.path.join(out_dir, "eval", "enroll", f"{spk}-enroll.flac"),
-                enrol_wav, sample_rate)
+    _write_flac(
+        os.path.join(out_dir, "eval", "enroll", f"{spk}-enroll.flac"),
+        enrol_wav,
+        sample_rate,
+    )
     for _, name, wav in tests:
-        _write_flac(os.path.join(out_dir, "eval", "test", f"{spk}-{name}.flac"),
-                    wav, sample_rate)
-    return ([f"{spk}/{name}.flac" for _, name, _ in enrol],
-            [f"{spk}-{name}" for _, name, _ in tests])
+        _write_flac(
+            os.path.join(out_dir, "eval", "test", f"{spk}-{name}.flac"),
+            wav,
+            sample_rate,
+        )
+    return (
+        [f"{spk}/{name}.flac" for _, name, _ in enrol],
+        [f"{spk}-{name}" for _, name, _ in tests],
+    )
 
 
 def _write_eval_lists(out_dir, eval_files):
@@ -536,20 +580,27 @@ def _write_eval_lists(out_dir, eval_files):
     stems).
     """
     enrolments = {spk: enrol for spk, (enrol, _) in eval_files.items()}
-    tests = [test for _, spk_tests in eval_files.values()
-             for test in spk_tests]
+    tests = [test for _, spk_tests in eval_files.values() for test in spk_tests]
     lists = os.path.join(out_dir, "eval", "lists")
-    _write_lines(os.path.join(lists, "enroll.lst"), [
-        f"{spk}-enroll enroll/{spk}-enroll.flac" for spk in enrolments
-    ])
-    _write_lines(os.path.join(lists, "enroll.map"), [
-        f"{spk}-enroll {' '.join(sources)}"
-        for spk, sources in enrolments.items()
-    ])
-    _write_lines(os.path.join(lists, "trials.lst"), [
-        f"{spk}-enroll test/{test}.wav {int(test.startswith(spk + '-'))}"
-        for spk in enrolments for test in tests
-    ])
+    _write_lines(
+        os.path.join(lists, "enroll.lst"),
+        [f"{spk}-enroll enroll/{spk}-enroll.flac" for spk in enrolments],
+    )
+    _write_lines(
+        os.path.join(lists, "enroll.map"),
+        [
+            f"{spk}-enroll {' '.join(sources)}"
+            for spk, sources in enrolments.items()
+        ],
+    )
+    _write_lines(
+        os.path.join(lists, "trials.lst"),
+        [
+            f"{spk}-enroll test/{test}.wav {int(test.startswith(spk + '-'))}"
+            for spk in enrolments
+            for test in tests
+        ],
+    )
 
 
 def _write_lines(path, lines):
@@ -595,8 +646,9 @@ def _syllable_tracks(voice, session, n_frames, rng, sample_rate):
     per_frame = np.repeat(columns, lengths, axis=0)[:n_frames]
     vowel = per_frame[:, 0].astype(int)
     # Between vowels the tract holds the last vowel, so transitions glide.
-    last_vowel = np.maximum.accumulate(np.where(vowel >= 0,
-                                                np.arange(n_frames), 0))
+    last_vowel = np.maximum.accumulate(
+        np.where(vowel >= 0, np.arange(n_frames), 0)
+    )
     held = np.where(vowel[last_vowel] >= 0, vowel[last_vowel], 7)
     formants = VOWEL_FORMANTS[held] * voice.formant_offsets
     formants = _smooth(formants, 6)
@@ -618,11 +670,13 @@ def _f0_track(voice, session, track, rng, sample_rate):
     semitones = track["pitch"] * range_factor
     # Hold the pitch through unvoiced frames, then smooth into a contour.
     voiced_index = np.maximum.accumulate(
-        np.where(track["voiced"], np.arange(n_frames), 0))
+        np.where(track["voiced"], np.arange(n_frames), 0)
+    )
     semitones = _smooth(semitones[voiced_index], 8)
     # Declination: about -2 semitones per second within each phrase.
     phrase_start = np.maximum.accumulate(
-        np.where(track["pause"], np.arange(n_frames), 0))
+        np.where(track["pause"], np.arange(n_frames), 0)
+    )
     semitones -= 2.0 * (np.arange(n_frames) - phrase_start) * HOP / sample_rate
     if session.genre == "singing":
         time = np.arange(n_frames) * HOP / sample_rate
@@ -648,8 +702,9 @@ def _glottal_source(voice, f0, rng, sample_rate):
     rising = position < opening
     falling = ~rising & (position < voice.open_quotient)
     flow[rising] = 0.5 - 0.5 * np.cos(position[rising] * (np.pi / opening))
-    flow[falling] = np.cos((position[falling] - opening)
-                           * (0.5 * np.pi / closing))
+    flow[falling] = np.cos(
+        (position[falling] - opening) * (0.5 * np.pi / closing)
+    )
     shimmer = 1 + voice.shimmer * _white(rng, cycle[-1] + 1)
     derivative = np.diff(flow, prepend=np.float32(0)) * shimmer[cycle]
     return _one_pole(derivative, voice.tilt), flow
@@ -702,13 +757,15 @@ def _tract_response(voice, formants, freqs, sample_rate):
     """Per-frame vocal-tract response [frames, freqs] of the cascade."""
     n_frames = len(formants)
     centres = np.concatenate(
-        [formants, np.full((n_frames, 1), F5 * voice.tract_scale)], axis=1)
+        [formants, np.full((n_frames, 1), F5 * voice.tract_scale)], axis=1
+    )
     centres = np.minimum(centres, 0.45 * sample_rate)
     widths = BANDWIDTHS * voice.bandwidth_scale
     response = np.prod(_resonance(freqs, centres, widths, sample_rate), axis=1)
     # Klatt's nasal pair: a pole at NASAL_POLE over a zero above it.
     nasal = _resonance(freqs, NASAL_POLE, 100.0, sample_rate) / _resonance(
-        freqs, NASAL_POLE + voice.nasality, 100.0, sample_rate)
+        freqs, NASAL_POLE + voice.nasality, 100.0, sample_rate
+    )
     # First difference: lip radiation.
     radiation = 1 - np.exp(-2j * np.pi * freqs / sample_rate)
     return response * nasal * radiation
@@ -716,8 +773,9 @@ def _tract_response(voice, formants, freqs, sample_rate):
 
 def _consonant_response(voice, consonant, freqs, sample_rate):
     """Per-frame noise-source response [frames, freqs] of the onsets."""
-    centres = np.minimum(CONSONANTS[:, 0] * voice.tract_scale,
-                         0.45 * sample_rate)
+    centres = np.minimum(
+        CONSONANTS[:, 0] * voice.tract_scale, 0.45 * sample_rate
+    )
     table = _resonance(freqs, centres, CONSONANTS[:, 1], sample_rate)
     return table[np.maximum(consonant, 0)] * (consonant >= 0)[:, None]
 
@@ -746,11 +804,10 @@ def _filter_stft(signals, responses):
     channels, length = signals.shape
     n_frames = -(-length // STFT_HOP) + 1
     padded = np.zeros((channels, (n_frames + 1) * STFT_HOP), np.float32)
-    padded[:, STFT_HOP:STFT_HOP + length] = signals
+    padded[:, STFT_HOP : STFT_HOP + length] = signals
     blocks = padded.reshape(channels, n_frames + 1, STFT_HOP)
     frames = np.concatenate([blocks[:, :-1], blocks[:, 1:]], axis=-1)
-    window = np.sqrt(scipy.signal.get_window("hann", N_FFT)).astype(
-        np.float32)
+    window = np.sqrt(scipy.signal.get_window("hann", N_FFT)).astype(np.float32)
     index = np.minimum(np.arange(n_frames), responses.shape[1] - 1)
     spec = scipy.fft.rfft(frames * window) * responses[:, index]
     out = scipy.fft.irfft(spec, N_FFT) * window
@@ -761,7 +818,7 @@ def _filter_stft(signals, responses):
 def _record(speech, session, rng, sample_rate):
     """Room, background, channel and level of a session."""
     if session.reverb is not None:
-        speech = scipy.signal.fftconvolve(speech, session.reverb)[:len(speech)]
+        speech = scipy.signal.fftconvolve(speech, session.reverb)[: len(speech)]
     n = len(speech)
     background = _one_pole(_white(rng, n), session.noise_colour)
     if len(session.music):
@@ -769,11 +826,13 @@ def _record(speech, session, rng, sample_rate):
         phases = rng.uniform(0, 2 * np.pi, len(session.music))
         tones = np.sin(
             (2 * np.pi * session.music[:, None]).astype(np.float32) * time
-            + phases[:, None].astype(np.float32)).sum(axis=0)
+            + phases[:, None].astype(np.float32)
+        ).sum(axis=0)
         background = background / _rms(background) + 2 * tones / _rms(tones)
     gain = _rms(speech) / _rms(background) * 10 ** (-session.snr_db / 20)
-    mixed = scipy.signal.sosfilt(session.channel_sos,
-                                 speech + gain * background)
+    mixed = scipy.signal.sosfilt(
+        session.channel_sos, speech + gain * background
+    )
     peak = 10 ** (session.level_db / 20)
     return (mixed * peak / np.max(np.abs(mixed))).astype(np.float32)
 
@@ -781,8 +840,12 @@ def _record(speech, session, rng, sample_rate):
 def _smooth(values, width):
     """Moving average over frames along the first axis (same length)."""
     kernel = np.ones(width) / width
-    padded = np.pad(values, [(width // 2, width - 1 - width // 2)]
-                    + [(0, 0)] * (np.ndim(values) - 1), mode="edge")
+    padded = np.pad(
+        values,
+        [(width // 2, width - 1 - width // 2)]
+        + [(0, 0)] * (np.ndim(values) - 1),
+        mode="edge",
+    )
     return np.apply_along_axis(np.convolve, 0, padded, kernel, mode="valid")
 
 
@@ -793,7 +856,8 @@ def _rms(x):
 def main(argv=None):
     """Command-line entry point; see ``--help``."""
     parser = argparse.ArgumentParser(
-        description="Write a synthetic corpus in CN-Celeb's layout.")
+        description="Write a synthetic corpus in CN-Celeb's layout."
+    )
     parser.add_argument("out_dir", help="root (CN-Celeb_flac equivalent)")
     parser.add_argument("--n_train_speakers", type=int, default=24)
     parser.add_argument("--n_eval_speakers", type=int, default=8)

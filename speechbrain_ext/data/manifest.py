@@ -1,355 +1,72 @@
-"""Building blocks of data preparation: scan, split, pair, write.
+"""The manifest format: SpeechBrain CSVs, trial lists and their audio.
 
-Preparation scripts (``recipes/CNCeleb/cnceleb_prepare.py``) combine these
-into SpeechBrain CSV manifests with the columns ``ID, duration, wav, start,
-stop, spk_id`` (plus any extra ones). Audio paths are written as
-``$<key>/<path relative to a corpus root>`` so that
-``DynamicItemDataset.from_csv(path, replacements={key: root})`` relocates
-them; ``start``/``stop`` count samples at the file's own rate.
+A manifest is a SpeechBrain CSV with at least ``ID`` and ``wav`` (the
+prepared ones: ``ID, duration, wav, start, stop, spk_id`` plus any extra
+columns). ``wav`` is a path that may hold ``$name`` placeholders, resolved
+with the replacements given when reading (as SpeechBrain's ``load_data_csv``
+does), and may list several files joined by ``;``: a training item made of
+consecutive short utterances, whose ``start`` is 0 and ``stop`` the total
+sample count. ``start``/``stop`` of a single file count samples at the
+file's own rate.
 
-Every audio file is validated through :func:`speechbrain_ext.audio.audio_info`
-(header reads, in a thread pool): unusable files are collected with the
-reason and written to ``skipped.csv`` rather than stopping a preparation of a
-million files at the first bad one.
+This module is the one place that reads and writes that format:
+:func:`check_manifest` (every bad line named before anything is read),
+:func:`read_manifest`, :func:`write_csv`, :func:`write_trials`,
+:func:`join_wav_paths` / :func:`split_wav_paths` and :func:`load_row_audio`.
 
 Example
 -------
 >>> import torch
 >>> from speechbrain_ext.audio import save_audio
 >>> root = getfixture("tmpdir")
->>> for spk in ("a", "b"):
-...     for utt in range(2):
-...         save_audio(str(root / spk / f"{spk}-w{utt}.wav"),
-...                    torch.zeros(8000), 16000)
->>> infos, skipped = scan_audio(list_audio_files(str(root)))
->>> rows = [utterance_row(i, str(root), spk_id=i.path.split("/")[-2])
-...         for i in infos]
->>> rows[0]["wav"], rows[0]["duration"], skipped
-('$data_root/a/a-w0.wav', 0.5, [])
->>> trials = make_trials([r["ID"] for r in rows], [r["spk_id"] for r in rows])
->>> [trial for trial in trials if trial[2] == 1]
-[('a-w0', 'a-w1', 1), ('b-w0', 'b-w1', 1)]
->>> sum(label == 0 for _, _, label in trials)
-2
+>>> for name in ("a", "b"):
+...     save_audio(str(root / f"{name}.wav"), torch.ones(800), 16000)
+>>> write_csv(
+...     str(root / "m.csv"),
+...     [
+...         {
+...             "ID": "ab",
+...             "duration": 0.1,
+...             "wav": join_wav_paths(["$root/a.wav", "$root/b.wav"]),
+...             "start": 0,
+...             "stop": 1600,
+...             "spk_id": "s",
+...         }
+...     ],
+... )
+>>> row = read_manifest(str(root / "m.csv"), {"root": str(root)})[0]
+>>> len(split_wav_paths(row["wav"])), load_row_audio(row).shape
+(2, torch.Size([1600]))
 """
 
-import concurrent.futures
 import csv
-import json
 import os
 import re
-import shutil
-import tempfile
 
-import numpy as np
-from speechbrain.utils.logger import get_logger
+import torch
 
-from speechbrain_ext.audio import AudioError, audio_info
+from speechbrain_ext.audio import load_audio
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
     "CSV_COLUMNS",
-    "list_audio_files",
-    "scan_audio",
-    "utterance_row",
-    "drop_short",
-    "split_held_out",
-    "make_trials",
-    "read_list",
+    "PLACEHOLDER",
+    "WAV_SEPARATOR",
     "check_manifest",
+    "join_wav_paths",
+    "load_row_audio",
+    "read_list",
+    "read_manifest",
+    "resolve_placeholders",
+    "split_wav_paths",
     "write_csv",
     "write_trials",
-    "write_prepared",
-    "is_prepared",
-    "save_prepare_options",
 ]
 
-logger = get_logger(__name__)
-
-AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus")
 CSV_COLUMNS = ("ID", "duration", "wav", "start", "stop", "spk_id")
-OPTIONS_FILE = "prepare_options.json"
-SKIP_REPORT = "skipped.csv"
 # As SpeechBrain's load_data_csv finds them.
-_PLACEHOLDER = re.compile(r"\$([\w.]+)")
-
-
-def list_audio_files(folder, extensions=AUDIO_EXTENSIONS):
-    """Lists audio files under a folder, recursively, sorted.
-
-    Arguments
-    ---------
-    folder : str
-        Folder to walk (symbolic links to folders are followed).
-    extensions : tuple of str
-        File extensions to keep, without the dot, case-insensitive.
-
-    Returns
-    -------
-    list of str
-        Sorted paths starting with ``folder``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``folder`` is not a directory.
-    """
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"audio folder not found: {folder}")
-    suffixes = tuple("." + ext.lower().lstrip(".") for ext in extensions)
-    paths = []
-    for parent, dirs, files in os.walk(folder, followlinks=True):
-        dirs.sort()
-        paths += [os.path.join(parent, name) for name in files
-                  if name.lower().endswith(suffixes)]
-    return sorted(paths)
-
-
-def scan_audio(paths, num_workers=8):
-    """Reads the headers of audio files, separating the unusable ones.
-
-    Arguments
-    ---------
-    paths : list of str
-        Audio files to check.
-    num_workers : int
-        Threads reading headers (I/O bound, so more than the CPU count is
-        fine).
-
-    Returns
-    -------
-    infos : list of speechbrain_ext.audio.AudioInfo
-        One per usable file, in the order of ``paths``.
-    skipped : list of (str, str)
-        ``(path, reason)`` of each missing, corrupt or empty file.
-    """
-    def check(chunk):
-        """(info, None) or (None, reason) for each path of a chunk."""
-        results = []
-        for path in chunk:
-            try:
-                results.append((audio_info(path), None))
-            except AudioError as err:
-                results.append((None, str(err)))
-        return results
-
-    # One task per chunk: a future per file costs more than the header read.
-    size = max(1, -(-len(paths) // (4 * max(1, num_workers))))
-    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
-    with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
-        results = [r for part in pool.map(check, chunks) for r in part]
-    infos = [info for info, _ in results if info is not None]
-    skipped = [(path, reason) for path, (_, reason) in zip(paths, results)
-               if reason is not None]
-    return infos, skipped
-
-
-def utterance_row(info, root, key="data_root", utt_id=None, **extra):
-    """Builds one SpeechBrain CSV row for a whole audio file.
-
-    Arguments
-    ---------
-    info : speechbrain_ext.audio.AudioInfo
-        The file's header, from :func:`scan_audio`.
-    root : str
-        Corpus root that ``info.path`` is written relative to.
-    key : str
-        Replacement variable standing for ``root`` in the ``wav`` column.
-    utt_id : str, optional
-        The row's ID; the file name without extension if None.
-    **extra
-        Further columns, e.g. ``spk_id`` or ``genre``.
-
-    Returns
-    -------
-    dict
-        ``ID, duration, wav, start, stop`` and the extra columns.
-    """
-    relative = os.path.relpath(info.path, root).replace(os.sep, "/")
-    if utt_id is None:
-        utt_id = os.path.splitext(os.path.basename(info.path))[0]
-    return {
-        "ID": utt_id,
-        "duration": round(info.duration, 4),
-        "wav": f"${key}/{relative}",
-        "start": 0,
-        "stop": info.num_frames,
-        **extra,
-    }
-
-
-def drop_short(rows, min_duration):
-    """Splits rows into those at least ``min_duration`` long and the rest.
-
-    Arguments
-    ---------
-    rows : list of dict
-        Rows with ``duration`` and ``wav`` columns.
-    min_duration : float
-        Shortest duration kept, in seconds.
-
-    Returns
-    -------
-    kept : list of dict
-        Rows long enough.
-    skipped : list of (str, str)
-        ``(wav, reason)`` for each dropped row.
-
-    Example
-    -------
-    >>> drop_short([{"wav": "a.wav", "duration": 0.5},
-    ...             {"wav": "b.wav", "duration": 2.0}], 1.0)[1]
-    [('a.wav', 'shorter than min_duration (0.500 s < 1.000 s)')]
-    """
-    kept = [row for row in rows if row["duration"] >= min_duration]
-    skipped = [
-        (row["wav"], f"shorter than min_duration ({row['duration']:.3f} s "
-                     f"< {min_duration:.3f} s)")
-        for row in rows if row["duration"] < min_duration
-    ]
-    return kept, skipped
-
-
-def split_held_out(items, held_out, seed):
-    """Splits items at random into kept and held-out parts.
-
-    Arguments
-    ---------
-    items : list
-        Items to split (speaker ids, rows...).
-    held_out : float or int
-        A fraction of the items in [0, 1), or a count (an int >= 1).
-        A positive fraction holds out at least one item when there are two
-        or more.
-    seed : int
-        The split depends only on the items, their order and this seed.
-
-    Returns
-    -------
-    kept : list
-        Items not held out, in their original order.
-    held : list
-        Held-out items, in their original order.
-
-    Example
-    -------
-    >>> kept, held = split_held_out(list("abcdefghij"), 0.2, seed=1)
-    >>> len(kept), len(held), sorted(kept + held) == list("abcdefghij")
-    (8, 2, True)
-    """
-    n = len(items)
-    if isinstance(held_out, (int, np.integer)) and held_out >= 1:
-        count = int(held_out)
-    elif 0 <= held_out < 1:
-        count = int(round(held_out * n))
-        if held_out > 0 and n > 1:
-            count = max(count, 1)
-    else:
-        raise ValueError(
-            f"held-out share must be a fraction in [0, 1) or a count >= 1, "
-            f"got {held_out!r}")
-    if count > n:
-        raise ValueError(f"cannot hold out {count} of {n} items")
-    held_index = set(np.random.default_rng(seed).permutation(n)[:count])
-    kept = [item for i, item in enumerate(items) if i not in held_index]
-    held = [item for i, item in enumerate(items) if i in held_index]
-    return kept, held
-
-
-def make_trials(utt_ids, spk_ids, keys=None, max_trials=None,
-                different_key_only=False, seed=1234):
-    """Pairs utterances into balanced target and non-target trials.
-
-    All same-speaker pairs are targets (or ``max_trials // 2`` of them,
-    drawn at random); as many different-speaker pairs are drawn at random
-    as non-targets (fewer only if fewer exist).
-
-    Arguments
-    ---------
-    utt_ids : list of str
-        Utterance ids.
-    spk_ids : list of str
-        Speaker of each utterance.
-    keys : list of str, optional
-        A content key of each utterance (e.g. the word spoken); needed by
-        ``different_key_only``.
-    max_trials : int, optional
-        Upper bound on the number of trials.
-    different_key_only : bool
-        Pair only utterances whose keys differ, so that a trial cannot be
-        decided by the words being the same (text-independent trials).
-    seed : int
-        The trials depend only on the inputs and this seed.
-
-    Returns
-    -------
-    list of (str, str, int)
-        ``(enrol_id, test_id, label)`` sorted by ids, label 1 for target.
-        Within a pair the smaller id is the enrolment side.
-
-    Example
-    -------
-    >>> make_trials(["a1", "a2", "b1", "b2"], ["a", "a", "b", "b"],
-    ...             keys=["x", "y", "x", "y"], different_key_only=True)
-    [('a1', 'a2', 1), ('a1', 'b2', 0), ('a2', 'b1', 0), ('b1', 'b2', 1)]
-    """
-    if different_key_only and keys is None:
-        raise ValueError("different_key_only needs the utterance keys")
-    order = np.argsort(utt_ids, kind="stable")
-    ids = np.asarray(utt_ids, dtype=object)[order]
-    _, spk = np.unique(np.asarray(spk_ids, dtype=object)[order],
-                       return_inverse=True)
-    key = None
-    if different_key_only:
-        _, key = np.unique(np.asarray(keys, dtype=object)[order],
-                           return_inverse=True)
-    rng = np.random.default_rng(seed)
-
-    first, second = [], []
-    for speaker in range(spk.max() + 1 if len(spk) else 0):
-        members = np.flatnonzero(spk == speaker)
-        i, j = np.triu_indices(len(members), 1)
-        first.append(members[i])
-        second.append(members[j])
-    first = np.concatenate(first) if first else np.zeros(0, int)
-    second = np.concatenate(second) if second else np.zeros(0, int)
-    if key is not None:
-        differ = key[first] != key[second]
-        first, second = first[differ], second[differ]
-    n_target = len(first)
-    if max_trials is not None and n_target > max_trials // 2:
-        n_target = max_trials // 2
-        keep = np.sort(rng.choice(len(first), n_target, replace=False))
-        first, second = first[keep], second[keep]
-
-    others = _nontarget_pairs(spk, key, n_target, rng)
-    pairs = [(ids[i], ids[j], 1) for i, j in zip(first, second)]
-    pairs += [(ids[p // len(ids)], ids[p % len(ids)], 0) for p in others]
-    if len(others) < n_target:
-        logger.warning(
-            "only %d non-target pairs exist for %d target trials",
-            len(others), n_target)
-    return sorted(pairs)
-
-
-def _nontarget_pairs(spk, key, count, rng, max_rounds=100):
-    """Draws ``count`` distinct different-speaker pairs, coded i * n + j."""
-    n = len(spk)
-    chosen = np.zeros(0, dtype=np.int64)
-    for _ in range(max_rounds):
-        if len(chosen) >= count or n < 2:
-            break
-        draw = rng.integers(0, n, size=(2, 2 * (count - len(chosen)) + 16))
-        i, j = draw.min(axis=0), draw.max(axis=0)
-        valid = spk[i] != spk[j]
-        if key is not None:
-            valid &= key[i] != key[j]
-        new = np.setdiff1d(i[valid] * n + j[valid], chosen)
-        # Keep the first draws in drawing order so the result is seeded.
-        _, first_seen = np.unique(new, return_index=True)
-        new = new[np.sort(first_seen)]
-        chosen = np.concatenate([chosen, new[: count - len(chosen)]])
-    return chosen
+PLACEHOLDER = re.compile(r"\$([\w.]+)")
+# Between the files of a joined training item.
+WAV_SEPARATOR = ";"
 
 
 def read_list(path, min_fields):
@@ -385,7 +102,8 @@ def read_list(path, min_fields):
             if len(fields) < min_fields:
                 raise ValueError(
                     f"{path}:{number}: expected at least {min_fields} "
-                    f"fields, got {line.strip()!r}")
+                    f"fields, got {line.strip()!r}"
+                )
             lines.append((number, fields))
     return lines
 
@@ -433,8 +151,10 @@ def check_manifest(path, columns=("ID", "wav"), replacements=None):
             raise ValueError(f"{path}:1: no header line (the file is empty)")
         missing = [name for name in columns if name not in header]
         if missing:
-            raise ValueError(f"{path}:1: no column {', '.join(missing)} in "
-                             f"the header {','.join(header)!r}")
+            raise ValueError(
+                f"{path}:1: no column {', '.join(missing)} in "
+                f"the header {','.join(header)!r}"
+            )
         first_seen = {}
         for fields in reader:
             if not fields:  # DictReader skips blank lines too
@@ -444,29 +164,40 @@ def check_manifest(path, columns=("ID", "wav"), replacements=None):
                 raise ValueError(
                     f"{where}: expected {len(header)} fields "
                     f"({','.join(header)}), got {len(fields)}: "
-                    f"{','.join(fields)!r}")
+                    f"{','.join(fields)!r}"
+                )
             row = dict(zip(header, fields))
             utt_id = row.get("ID")
             if utt_id is not None:
                 if not utt_id:
                     raise ValueError(f"{where}: empty ID")
                 if utt_id in first_seen:
-                    raise ValueError(f"{where}: ID {utt_id!r} repeats line "
-                                     f"{first_seen[utt_id]}")
+                    raise ValueError(
+                        f"{where}: ID {utt_id!r} repeats line "
+                        f"{first_seen[utt_id]}"
+                    )
                 first_seen[utt_id] = reader.line_num
             try:
                 float(row.get("duration", 0.0))
             except ValueError:
-                raise ValueError(f"{where}: duration {row['duration']!r} "
-                                 "is not a number") from None
+                raise ValueError(
+                    f"{where}: duration {row['duration']!r} is not a number"
+                ) from None
             if replacements is None:
                 continue
-            unknown = sorted({name for value in fields
-                              for name in _PLACEHOLDER.findall(value)}
-                             - set(replacements))
+            unknown = sorted(
+                {
+                    name
+                    for value in fields
+                    for name in PLACEHOLDER.findall(value)
+                }
+                - set(replacements)
+            )
             if unknown:
-                raise ValueError(f"{where}: no value given for "
-                                 f"${unknown[0]} (pass it as a replacement)")
+                raise ValueError(
+                    f"{where}: no value given for "
+                    f"${unknown[0]} (pass it as a replacement)"
+                )
 
 
 def write_csv(path, rows, columns=CSV_COLUMNS):
@@ -505,118 +236,150 @@ def write_trials(path, trials):
     # Plain writes: trial lists run to millions of lines.
     with open(path, "w", encoding="utf-8") as f:
         f.write("enrol_id,test_id,label\n")
-        f.writelines(f"{enrol},{test},{label}\n"
-                     for enrol, test, label in trials)
+        f.writelines(
+            f"{enrol},{test},{label}\n" for enrol, test, label in trials
+        )
 
 
-def write_prepared(save_folder, tables, trials, skipped, options):
-    """Writes every output of a preparation, keeping the old ones on failure.
-
-    The files are first written to a hidden folder inside ``save_folder``
-    and only then moved over the previous outputs, so a preparation that
-    fails while writing (a full disk, a killed job) leaves the previous
-    outputs as they were. The options file that :func:`is_prepared` reads
-    is removed before the move and written after it: an interruption
-    during the move leaves a folder that is prepared again, never one that
-    mixes two preparations under the old options.
+def resolve_placeholders(value, replacements, where):
+    """Replaces every ``$name`` in ``value`` by ``replacements[name]``.
 
     Arguments
     ---------
-    save_folder : str
-        Folder of the outputs (created if missing).
-    tables : dict
-        File name -> rows, each written by :func:`write_csv`.
-    trials : iterable of (str, str, int)
-        Written to ``trials.csv`` by :func:`write_trials`.
-    skipped : list of (str, str)
-        ``(path, reason)`` of unusable audio, written to ``skipped.csv``.
-    options : dict
-        JSON-serialisable options of the preparation.
-
-    Example
-    -------
-    >>> folder = str(getfixture("tmpdir"))
-    >>> write_prepared(folder, {"train.csv": []}, [("a", "b", 1)],
-    ...                [("c.wav", "audio file is empty")], {"seed": 1})
-    >>> sorted(os.listdir(folder))
-    ['prepare_options.json', 'skipped.csv', 'train.csv', 'trials.csv']
-    >>> is_prepared(folder, {"seed": 1}, ["train.csv", "trials.csv"])
-    True
-    """
-    os.makedirs(save_folder, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".partial-", dir=save_folder)
-    try:
-        for name, rows in tables.items():
-            write_csv(os.path.join(staging, name), rows)
-        write_trials(os.path.join(staging, "trials.csv"), trials)
-        write_csv(os.path.join(staging, SKIP_REPORT),
-                  [{"path": p, "reason": r} for p, r in skipped],
-                  columns=("path", "reason"))
-        options_file = os.path.join(save_folder, OPTIONS_FILE)
-        if os.path.exists(options_file):
-            os.remove(options_file)
-        for name in os.listdir(staging):
-            os.replace(os.path.join(staging, name),
-                       os.path.join(save_folder, name))
-        save_prepare_options(save_folder, options)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if skipped:
-        logger.warning(
-            "skipped %d unusable audio files (first: %s: %s); see %s",
-            len(skipped), skipped[0][0], skipped[0][1],
-            os.path.join(save_folder, SKIP_REPORT))
-
-
-def is_prepared(save_folder, options, outputs):
-    """Tells whether a preparation with the same options already finished.
-
-    Arguments
-    ---------
-    save_folder : str
-        Folder holding the outputs and ``prepare_options.json``.
-    options : dict
-        JSON-serialisable options of the preparation.
-    outputs : list of str
-        Files (relative to ``save_folder``) the preparation writes.
+    value : str
+        A manifest field.
+    replacements : dict
+        Placeholder name -> value.
+    where : str
+        ``<file>:<line>`` for the error message.
 
     Returns
     -------
-    bool
-        True if every output exists and the saved options equal ``options``.
+    str
+        The resolved value.
+
+    Raises
+    ------
+    ValueError
+        Naming ``where`` and the first placeholder with no replacement.
 
     Example
     -------
-    >>> folder = str(getfixture("tmpdir"))
-    >>> save_prepare_options(folder, {"seed": 1})
-    >>> is_prepared(folder, {"seed": 1}, [])
-    True
-    >>> is_prepared(folder, {"seed": 2}, [])
-    False
+    >>> resolve_placeholders("$root/a.wav", {"root": "/d"}, "m.csv:2")
+    '/d/a.wav'
+    >>> resolve_placeholders("$root/a.wav", {}, "m.csv:2")
+    Traceback (most recent call last):
+    ...
+    ValueError: m.csv:2: no value for $root in '$root/a.wav' (pass it as a replacement)
     """
-    saved = os.path.join(save_folder, OPTIONS_FILE)
-    if not all(os.path.isfile(os.path.join(save_folder, name))
-               for name in [OPTIONS_FILE, *outputs]):
-        return False
-    with open(saved, encoding="utf-8") as f:
-        try:
-            previous = json.load(f)
-        except json.JSONDecodeError:
-            return False
-    return previous == json.loads(json.dumps(options))
+    missing = set(PLACEHOLDER.findall(value)) - set(replacements)
+    if missing:
+        raise ValueError(
+            f"{where}: no value for ${sorted(missing)[0]} in {value!r} "
+            "(pass it as a replacement)"
+        )
+    return PLACEHOLDER.sub(lambda m: str(replacements[m.group(1)]), value)
 
 
-def save_prepare_options(save_folder, options):
-    """Records the options of a finished preparation (see is_prepared).
+def read_manifest(path, replacements=None, columns=("ID", "wav")):
+    """Reads a SpeechBrain CSV, resolving ``$data_root``-style placeholders.
+
+    The file is checked first (:func:`check_manifest`), so a bad line is
+    named with its file and line number rather than failing later.
 
     Arguments
     ---------
-    save_folder : str
-        Folder of ``prepare_options.json``.
-    options : dict
-        JSON-serialisable options.
+    path : str
+        CSV with at least the ``columns``.
+    replacements : dict, optional
+        Placeholder name -> value, e.g. ``{"data_root": "/data/cnceleb"}``;
+        every placeholder of ``wav`` must have one.
+    columns : tuple of str
+        Columns the header must have.
+
+    Returns
+    -------
+    list of dict
+        One dict per row, in file order, with ``wav`` resolved.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        Naming the file and line of a bad row (see :func:`check_manifest`).
+
+    Example
+    -------
+    >>> path = getfixture("tmpdir") / "m.csv"
+    >>> path.write("ID,wav,spk_id\\nu1,$root/u1.wav,s1\\n")
+    >>> read_manifest(str(path), {"root": "/d"})
+    [{'ID': 'u1', 'wav': '/d/u1.wav', 'spk_id': 's1'}]
     """
-    os.makedirs(save_folder, exist_ok=True)
-    with open(os.path.join(save_folder, OPTIONS_FILE), "w",
-              encoding="utf-8") as f:
-        json.dump(options, f, indent=2, sort_keys=True)
+    replacements = replacements or {}
+    check_manifest(path, columns, replacements)
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fin:
+        reader = csv.DictReader(fin, skipinitialspace=True)
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            row["wav"] = resolve_placeholders(row["wav"], replacements, where)
+            rows.append(row)
+    return rows
+
+
+def join_wav_paths(paths):
+    """The ``wav`` field of a training item made of several files.
+
+    Example
+    -------
+    >>> join_wav_paths(["a.flac", "b.flac"])
+    'a.flac;b.flac'
+    """
+    return WAV_SEPARATOR.join(paths)
+
+
+def split_wav_paths(wav):
+    """The files of a ``wav`` field (one, or several joined ones).
+
+    Example
+    -------
+    >>> split_wav_paths("a.flac;b.flac"), split_wav_paths("c.wav")
+    (['a.flac', 'b.flac'], ['c.wav'])
+    """
+    return wav.split(WAV_SEPARATOR)
+
+
+def load_row_audio(row, sample_rate=16000, start=None, stop=None):
+    """Loads a manifest row's audio: a file segment or joined files.
+
+    Arguments
+    ---------
+    row : dict
+        A row with a resolved ``wav`` and optional ``start``/``stop``
+        (samples at the file's rate; empty means the whole file).
+    sample_rate : int
+        Expected sample rate (see :func:`speechbrain_ext.audio.load_audio`).
+    start, stop : int, optional
+        A segment of a single-file row instead of the row's own
+        ``start``/``stop`` (e.g. a random crop).
+
+    Returns
+    -------
+    torch.Tensor
+        The mono waveform; a joined row's files concatenated whole.
+
+    Raises
+    ------
+    speechbrain_ext.audio.AudioError
+        Naming the file that cannot be read.
+    """
+    paths = split_wav_paths(row["wav"])
+    if len(paths) > 1:  # consecutive short utterances joined in preparation
+        wavs = [load_audio(path, 0, None, sample_rate) for path in paths]
+        return torch.cat(wavs)
+    if start is None:
+        start = int(row.get("start") or 0)
+    if stop is None and row.get("stop") not in (None, ""):
+        stop = int(row["stop"])
+    return load_audio(paths[0], start, stop, sample_rate)

@@ -24,6 +24,7 @@ Authors
 """
 
 import torch
+
 from speechbrain.dataio.dataio import length_to_mask
 
 __all__ = ["CrossViewAttention", "stack_views", "unstack_views"]
@@ -121,15 +122,17 @@ class CrossViewAttention(torch.nn.Module):
 
     Example
     -------
-    >>> attention = CrossViewAttention(query_size=8, memory_size=6,
-    ...                                num_heads=2)
-    >>> embeddings = torch.randn(4, 3, 8)        # [B, V, D]
-    >>> frames = torch.randn(4, 3, 20, 6)        # [B, V, T, C]
+    >>> attention = CrossViewAttention(query_size=8, memory_size=6, num_heads=2)
+    >>> embeddings = torch.randn(4, 3, 8)  # [B, V, D]
+    >>> frames = torch.randn(4, 3, 20, 6)  # [B, V, T, C]
     >>> attention(frames, torch.ones(4, 3), embeddings).shape
     torch.Size([4, 3, 8])
-    >>> g, weights = attention(embeddings.new_zeros(4, 3, 6),
-    ...                        embeddings=embeddings, return_attention=True)
-    >>> weights[0].detach()                      # equal weights, no self
+    >>> g, weights = attention(
+    ...     embeddings.new_zeros(4, 3, 6),
+    ...     embeddings=embeddings,
+    ...     return_attention=True,
+    ... )
+    >>> weights[0].detach()  # equal weights, no self
     tensor([[0.0000, 0.5000, 0.5000],
             [0.5000, 0.0000, 0.5000],
             [0.5000, 0.5000, 0.0000]])

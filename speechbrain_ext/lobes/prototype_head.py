@@ -5,9 +5,14 @@ Authors
 """
 
 import torch
-import torch.nn.functional as F
+
+from speechbrain_ext.losses.shapes import as_matrix, unit_norm
 
 __all__ = ["PrototypeHead"]
+
+# F.normalize's default eps: NORM_EPS would shrink bottlenecks shorter than
+# 1e-4 instead of projecting them, changing the logits of trained heads.
+_HEAD_EPS = 1e-12
 
 
 class PrototypeHead(torch.nn.Module):
@@ -47,8 +52,9 @@ class PrototypeHead(torch.nn.Module):
 
     Example
     -------
-    >>> head = PrototypeHead(8, n_prototypes=16, hidden_size=12,
-    ...                      bottleneck_size=4)
+    >>> head = PrototypeHead(
+    ...     8, n_prototypes=16, hidden_size=12, bottleneck_size=4
+    ... )
     >>> logits = head(torch.randn(5, 8))
     >>> logits.shape, bool(logits.abs().max() <= 1.0 + 1e-6)
     (torch.Size([5, 16]), True)
@@ -77,7 +83,7 @@ class PrototypeHead(torch.nn.Module):
         layers.append(torch.nn.Linear(sizes[-1], bottleneck_size))
         self.mlp = torch.nn.Sequential(*layers)
         prototypes = torch.randn(n_prototypes, bottleneck_size)
-        prototypes = F.normalize(prototypes, dim=1)
+        prototypes = unit_norm(prototypes, eps=_HEAD_EPS)
         if learn_prototypes:
             self.prototypes = torch.nn.Parameter(prototypes)
         else:
@@ -85,6 +91,5 @@ class PrototypeHead(torch.nn.Module):
 
     def forward(self, embeddings):
         """Cosine logits ``[N, K]`` of embeddings ``[N, (1,) D]``."""
-        flat = embeddings.reshape(-1, embeddings.shape[-1])
-        bottleneck = F.normalize(self.mlp(flat), dim=1)
-        return bottleneck @ F.normalize(self.prototypes, dim=1).T
+        bottleneck = unit_norm(self.mlp(as_matrix(embeddings)), eps=_HEAD_EPS)
+        return bottleneck @ unit_norm(self.prototypes, eps=_HEAD_EPS).T

@@ -19,11 +19,8 @@ Authors
 import math
 
 import torch
-from speechbrain.lobes.models.ECAPA_TDNN import (
-    ECAPA_TDNN,
-    Conv1d,
-    TDNNBlock,
-)
+
+from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Conv1d, TDNNBlock
 
 __all__ = ["SeparativeEncoder"]
 
@@ -75,8 +72,12 @@ class SeparativeEncoder(ECAPA_TDNN):
     Example
     -------
     >>> encoder = SeparativeEncoder(
-    ...     20, channels=[16, 16, 16, 16, 48], lin_neurons=8,
-    ...     attention_channels=8, se_channels=8, mask_channels=12,
+    ...     20,
+    ...     channels=[16, 16, 16, 16, 48],
+    ...     lin_neurons=8,
+    ...     attention_channels=8,
+    ...     se_channels=8,
+    ...     mask_channels=12,
     ... )
     >>> features = torch.randn(3, 50, 20)
     >>> encoder(features).shape
@@ -244,8 +245,12 @@ class SeparativeEncoder(ECAPA_TDNN):
 
         Example
         -------
-        >>> kwargs = dict(channels=[8, 8, 8, 8, 24], lin_neurons=4,
-        ...               attention_channels=4, se_channels=4)
+        >>> kwargs = dict(
+        ...     channels=[8, 8, 8, 8, 24],
+        ...     lin_neurons=4,
+        ...     attention_channels=4,
+        ...     se_channels=4,
+        ... )
         >>> encoder = SeparativeEncoder(10, mask_channels=6, **kwargs)
         >>> stock = ECAPA_TDNN(10, **kwargs)
         >>> stock.load_state_dict(encoder.embedding_state_dict())

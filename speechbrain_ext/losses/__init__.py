@@ -18,15 +18,22 @@ estimate with the clean target), so it is called as
 ``loss = CSCLoss(...)(z, g, estimate, target, lengths)``.
 
 * :class:`CSCLoss` - -I_G(z; g) + beta * separation loss.
+
+The shape helpers all of them share live in
+:mod:`speechbrain_ext.losses.shapes`: :func:`flatten_batch`,
+:func:`as_matrix`, :func:`unit_norm` and its ``NORM_EPS``.
 """
 
 from speechbrain_ext.losses.aam_softmax import AAMSoftmaxLoss
-from speechbrain_ext.losses.aam_supcon import (
-    AAMSupConLoss,
-    NTXentLoss,
-    flatten_batch,
-)
+from speechbrain_ext.losses.aam_supcon import AAMSupConLoss
 from speechbrain_ext.losses.csc import CSCLoss
+from speechbrain_ext.losses.ntxent import NTXentLoss
+from speechbrain_ext.losses.shapes import (
+    NORM_EPS,
+    as_matrix,
+    flatten_batch,
+    unit_norm,
+)
 from speechbrain_ext.losses.view_subset import SingleViewLoss
 from speechbrain_ext.losses.weighted_sum import WeightedLossSum
 
@@ -34,8 +41,11 @@ __all__ = [
     "AAMSoftmaxLoss",
     "AAMSupConLoss",
     "CSCLoss",
+    "NORM_EPS",
     "NTXentLoss",
     "SingleViewLoss",
     "WeightedLossSum",
+    "as_matrix",
     "flatten_batch",
+    "unit_norm",
 ]

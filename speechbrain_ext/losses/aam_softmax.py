@@ -15,11 +15,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
-
-from speechbrain_ext.losses.aam_supcon import NORM_EPS, flatten_batch
 from speechbrain_ext.losses.margin_schedule import MarginWarmup
+from speechbrain_ext.losses.shapes import flatten_batch, unit_norm
 
 __all__ = ["AAMSoftmaxLoss"]
 
@@ -71,8 +71,12 @@ class AAMSoftmaxLoss(torch.nn.Module):
     torch.Size([])
     >>> loss.classifier.weight.shape
     torch.Size([5, 8])
-    >>> warming = AAMSoftmaxLoss(input_size=8, n_classes=5,
-    ...                          margin_warmup_start=1, margin_warmup_steps=2)
+    >>> warming = AAMSoftmaxLoss(
+    ...     input_size=8,
+    ...     n_classes=5,
+    ...     margin_warmup_start=1,
+    ...     margin_warmup_steps=2,
+    ... )
     >>> margins = []
     >>> for _ in range(4):
     ...     margins.append(warming.current_margin)
@@ -134,12 +138,13 @@ class AAMSoftmaxLoss(torch.nn.Module):
         SpeechBrain's ``Classifier`` normalises with ``F.normalize``'s eps
         of 1e-12, which gives a (near-)zero embedding an infinite float16
         gradient; for the stock classifier without hidden blocks the same
-        cosines are computed here with ``NORM_EPS`` instead.
+        cosines are computed here with
+        :data:`~speechbrain_ext.losses.shapes.NORM_EPS` instead.
         """
         classifier = self.classifier
         if isinstance(classifier, Classifier) and not len(classifier.blocks):
             cosine = F.linear(
-                F.normalize(embeddings, dim=1, eps=NORM_EPS),
+                unit_norm(embeddings),
                 F.normalize(classifier.weight.float(), dim=1),
             )
             return cosine.unsqueeze(1)

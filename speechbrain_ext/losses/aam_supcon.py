@@ -6,7 +6,8 @@ label are its positives and all embeddings with another label its negatives
 (Li and Mak, 2022, arXiv 2210.16636) subtracts an angular margin from the
 positive logits only, so a positive pair must be closer than the negatives
 by the margin before the loss is satisfied. With ``margin=0`` it is plain
-SupCon, and with two views per instance it is SimCLR's NT-Xent.
+SupCon, and with two views per instance it is SimCLR's NT-Xent
+(:class:`~speechbrain_ext.losses.ntxent.NTXentLoss`).
 
 Every objective of this package is called as ``objective(embeddings,
 labels)`` with embeddings ``[N, D]`` or SpeechBrain's ``[N, 1, D]`` and
@@ -19,75 +20,21 @@ Authors
 import math
 
 import torch
-import torch.nn.functional as F
 
 from speechbrain_ext.distributed import (
     gather_with_grad,
-    global_group_ids,
     scale_gradient_by_world_size,
 )
 from speechbrain_ext.losses.margin_schedule import MarginWarmup
+from speechbrain_ext.losses.shapes import flatten_batch, unit_norm
 
-__all__ = ["AAMSupConLoss", "NTXentLoss", "flatten_batch"]
-
-# F.normalize's default eps (1e-12) gives a (near-)zero row a gradient of
-# ~1e12, infinite once cast back to float16; 1e-4 bounds it by 1e4 and is far
-# below the norm of any trained embedding.
-NORM_EPS = 1e-4
+__all__ = ["AAMSupConLoss"]
 
 MARGIN_TYPES = ("arc", "cos")
 
 # Keeps sqrt(1 - cos^2) and its gradient finite (SpeechBrain's
 # AdditiveAngularMargin uses the same clamp).
 _COS_EPS = 1e-7
-
-
-def flatten_batch(embeddings, labels):
-    """Brings embeddings to ``[N, D]`` and labels to ``[N]``.
-
-    Arguments
-    ---------
-    embeddings : torch.Tensor
-        Embeddings, ``[N, D]`` or ``[N, 1, D]`` (SpeechBrain's layout).
-    labels : torch.Tensor
-        Integer labels, ``[N]`` or ``[N, 1]``.
-
-    Returns
-    -------
-    embeddings : torch.Tensor
-        The embeddings as ``[N, D]``.
-    labels : torch.Tensor
-        The labels as ``[N]``.
-
-    Raises
-    ------
-    ValueError
-        If a shape is not one of the above or the batch sizes differ.
-
-    Example
-    -------
-    >>> emb, lab = flatten_batch(torch.ones(4, 1, 3), torch.zeros(4, 1))
-    >>> emb.shape, lab.shape
-    (torch.Size([4, 3]), torch.Size([4]))
-    """
-    if embeddings.dim() == 3 and embeddings.shape[1] == 1:
-        embeddings = embeddings.squeeze(1)
-    if embeddings.dim() != 2:
-        raise ValueError(
-            "embeddings must be [N, D] or [N, 1, D], got shape "
-            f"{tuple(embeddings.shape)}"
-        )
-    if labels.dim() == 2 and labels.shape[1] == 1:
-        labels = labels.squeeze(1)
-    if labels.dim() != 1:
-        raise ValueError(
-            f"labels must be [N] or [N, 1], got shape {tuple(labels.shape)}"
-        )
-    if labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(
-            f"{embeddings.shape[0]} embeddings but {labels.shape[0]} labels"
-        )
-    return embeddings, labels
 
 
 class AAMSupConLoss(torch.nn.Module):
@@ -231,9 +178,7 @@ class AAMSupConLoss(torch.nn.Module):
         # pushing positives apart; ArcFace's linear fallback keeps psi
         # decreasing.
         beyond_pi = cosine <= -cos_m
-        return torch.where(
-            beyond_pi, cosine - margin * sin_m, cos_theta_plus_m
-        )
+        return torch.where(beyond_pi, cosine - margin * sin_m, cos_theta_plus_m)
 
     def forward(self, embeddings, labels):
         """Computes the loss of one batch.
@@ -301,7 +246,7 @@ class AAMSupConLoss(torch.nn.Module):
         if margin is None:
             margin = self.current_margin
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            z = F.normalize(embeddings.float(), dim=1, eps=NORM_EPS)
+            z = unit_norm(embeddings.float())
             cosine = z @ z.T
             n = z.shape[0]
             is_self = torch.eye(n, dtype=torch.bool, device=z.device)
@@ -323,71 +268,3 @@ class AAMSupConLoss(torch.nn.Module):
             # also avoids a host sync to test whether any anchor is left.
             n_anchors = (n_positive > 0).sum().clamp(min=1)
             return anchor_loss.sum() / n_anchors
-
-
-class NTXentLoss(AAMSupConLoss):
-    """SimCLR's normalised temperature-scaled cross-entropy (NT-Xent).
-
-    ``labels`` are instance ids: the rows sharing an id are views of one
-    instance (e.g. augmented copies of one crop) and are positives of each
-    other; every other row is a negative. With two views per instance each
-    anchor has exactly one positive and
-
-        L_i = -log(exp(s cos_ip) / sum_{a != i} exp(s cos_ia)),
-
-    which is Chen et al.'s NT-Xent and equals SupCon (``AAMSupConLoss``
-    with ``margin=0``) term by term, so this class only fixes the margin.
-    With V > 2 views it is the multi-positive form, averaging the V - 1
-    positives of each anchor.
-
-    With ``gather_distributed=True`` the ids stay per rank: the views of
-    the i-th utterance of every rank's batch may all carry id i (as
-    ``ViewContrastTask.group_ids`` gives them). Before gathering, the loss
-    renumbers each rank's ids and offsets them by rank
-    (:func:`~speechbrain_ext.distributed.global_group_ids`), so views of
-    different ranks are never positives of each other.
-
-    Arguments
-    ---------
-    temperature : float
-        The temperature tau.
-    gather_distributed : bool
-        Whether to contrast against the views of all DDP ranks.
-
-    Example
-    -------
-    >>> views = torch.randn(8, 16)
-    >>> instance_ids = torch.arange(4).repeat(2)
-    >>> NTXentLoss(temperature=0.1)(views, instance_ids).shape
-    torch.Size([])
-    """
-
-    def __init__(self, temperature=0.1, gather_distributed=False):
-        super().__init__(
-            margin=0.0,
-            temperature=temperature,
-            gather_distributed=gather_distributed,
-        )
-
-    def gather_batch(self, embeddings, labels):
-        """Gathers the views of every rank with rank-unique group ids.
-
-        Arguments
-        ---------
-        embeddings : torch.Tensor
-            This rank's views, ``[N, D]``.
-        labels : torch.Tensor
-            This rank's group ids, ``[N]``, any integers.
-
-        Returns
-        -------
-        embeddings : torch.Tensor
-            ``[world_size * N, D]``, this rank's rows keeping their graph.
-        labels : torch.Tensor
-            ``[world_size * N]`` group ids, unique to each rank.
-        """
-        # Renumbered to 0..G-1 with G <= N, so an offset of N per rank
-        # separates the ranks whatever ids the caller used.
-        _, local_ids = torch.unique(labels, return_inverse=True)
-        labels = global_group_ids(local_ids, n_local=len(labels))
-        return super().gather_batch(embeddings, labels)

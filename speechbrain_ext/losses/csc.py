@@ -32,13 +32,14 @@ Authors
 
 import torch
 import torch.nn.functional as F
-from speechbrain.nnet.losses import l1_loss, mse_loss
 
+from speechbrain.nnet.losses import l1_loss, mse_loss
 from speechbrain_ext.distributed import (
     gather_with_grad,
     scale_gradient_by_world_size,
 )
 from speechbrain_ext.losses.monitors import embedding_health
+from speechbrain_ext.losses.shapes import as_matrix
 from speechbrain_ext.losses.terms import LoggedTerms
 
 __all__ = [
@@ -139,8 +140,7 @@ def sinkhorn_knopp(logits, temperature, iterations=3):
     -------
     All rows prefer prototype 0; balancing spreads them over both.
 
-    >>> logits = torch.tensor([[1.0, 0.0], [0.9, 0.0], [0.8, 0.0],
-    ...                        [0.7, 0.0]])
+    >>> logits = torch.tensor([[1.0, 0.0], [0.9, 0.0], [0.8, 0.0], [0.7, 0.0]])
     >>> assignments = sinkhorn_knopp(logits, temperature=0.1)
     >>> torch.allclose(assignments.sum(dim=1), torch.ones(4))
     True
@@ -183,7 +183,7 @@ def variance_covariance(embeddings, eps=1e-4):
     >>> variance.item(), covariance.item()
     (0.5, 0.0)
     """
-    flat = embeddings.reshape(-1, embeddings.shape[-1]).float()
+    flat = as_matrix(embeddings).float()
     centred = flat - flat.mean(dim=0, keepdim=True)
     covariance = centred.T @ centred / max(len(flat) - 1, 1)
     std = (covariance.diagonal() + eps).sqrt()
@@ -316,9 +316,12 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
             raise ValueError(
                 f"center_momentum must be in [0, 1), got {center_momentum}"
             )
-        weights = dict(beta=beta, mean_entropy_weight=mean_entropy_weight,
-                       variance_weight=variance_weight,
-                       covariance_weight=covariance_weight)
+        weights = dict(
+            beta=beta,
+            mean_entropy_weight=mean_entropy_weight,
+            variance_weight=variance_weight,
+            covariance_weight=covariance_weight,
+        )
         negative = {name: w for name, w in weights.items() if w < 0}
         if negative:
             raise ValueError(f"weights must be >= 0, got {negative}")
@@ -362,8 +365,9 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         torch.Tensor
             Scalar, nats.
         """
-        with torch.autocast(device_type=student_logits.device.type,
-                            enabled=False):
+        with torch.autocast(
+            device_type=student_logits.device.type, enabled=False
+        ):
             return distillation_information(
                 self.teacher_probabilities(teacher_logits),
                 self.student_log_probabilities(student_logits),
@@ -452,8 +456,9 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         if self.gather_distributed:
             student_logits = gather_with_grad(student_logits)
             teacher_logits = gather_with_grad(teacher_logits)
-        with torch.autocast(device_type=student_logits.device.type,
-                            enabled=False):
+        with torch.autocast(
+            device_type=student_logits.device.type, enabled=False
+        ):
             teacher = self.teacher_probabilities(teacher_logits)
             log_student = self.student_log_probabilities(student_logits)
             student = log_student.exp()
@@ -484,16 +489,17 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
     def _embedding_terms(self, embeddings, terms):
         """Logs the collapse monitors; returns the weighted VICReg terms."""
         # Covariances in bfloat16 would round away the variance term.
-        with torch.autocast(device_type=embeddings.device.type,
-                            enabled=False):
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
             terms.update(embedding_health(embeddings))
             if not (self.variance_weight or self.covariance_weight):
                 return 0.0
             variance, covariance = variance_covariance(embeddings)
         terms["variance"] = variance.detach()
         terms["covariance"] = covariance.detach()
-        return (self.variance_weight * variance
-                + self.covariance_weight * covariance)
+        return (
+            self.variance_weight * variance
+            + self.covariance_weight * covariance
+        )
 
     @torch.no_grad()
     def _update_center(self, teacher_logits):

@@ -141,16 +141,27 @@ class MarginWarmup(torch.nn.Module):
         self.step.fill_(self._step)
 
     def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys,
-        unexpected_keys, error_msgs,
+        self,
+        state_dict,
+        prefix,
+        local_metadata,
+        strict,
+        missing_keys,
+        unexpected_keys,
+        error_msgs,
     ):
         """Loads ``step`` (0 if absent) and refreshes the Python count."""
         key = prefix + "step"
         if key not in state_dict:
             self.step.zero_()
         super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys,
-            unexpected_keys, error_msgs,
+            state_dict,
+            prefix,
+            local_metadata,
+            strict,
+            missing_keys,
+            unexpected_keys,
+            error_msgs,
         )
         if key in missing_keys:
             missing_keys.remove(key)

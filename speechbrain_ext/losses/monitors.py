@@ -10,7 +10,8 @@ Authors
 """
 
 import torch
-import torch.nn.functional as F
+
+from speechbrain_ext.losses.shapes import as_matrix, unit_norm
 
 __all__ = ["effective_rank", "embedding_health"]
 
@@ -76,8 +77,9 @@ def embedding_health(embeddings):
     >>> float(health["emb_std"]), float(health["emb_rank"])
     (0.0, 0.0)
     """
-    flat = embeddings.reshape(-1, embeddings.shape[-1]).float()
-    unit = F.normalize(flat, dim=1)
+    # F.normalize's eps rather than NORM_EPS: no gradient flows here, and
+    # it keeps the logged values comparable with those of earlier runs.
+    unit = unit_norm(as_matrix(embeddings).float(), eps=1e-12)
     return {
         "emb_std": unit.std(dim=0).mean(),
         "emb_rank": effective_rank(unit),

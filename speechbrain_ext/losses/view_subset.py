@@ -15,7 +15,7 @@ Authors
 
 import torch
 
-from speechbrain_ext.losses.aam_supcon import flatten_batch
+from speechbrain_ext.losses.shapes import flatten_batch
 
 __all__ = ["SingleViewLoss"]
 
@@ -42,8 +42,9 @@ class SingleViewLoss(torch.nn.Module):
     Example
     -------
     >>> from speechbrain_ext.losses import AAMSoftmaxLoss
-    >>> first = SingleViewLoss(AAMSoftmaxLoss(input_size=4, n_classes=3),
-    ...                        n_views=2)
+    >>> first = SingleViewLoss(
+    ...     AAMSoftmaxLoss(input_size=4, n_classes=3), n_views=2
+    ... )
     >>> clean, augmented = torch.randn(3, 4), torch.randn(3, 4)
     >>> labels = torch.tensor([0, 1, 2])
     >>> embeddings = torch.cat([clean, augmented])

@@ -65,7 +65,7 @@ class WeightedLossSum(LoggedTerms, torch.nn.Module):
         if not losses:
             raise ValueError("WeightedLossSum needs at least one loss")
         if weights is None:
-            weights = {name: 1.0 for name in losses}
+            weights = dict.fromkeys(losses, 1.0)
         if set(weights) != set(losses):
             raise ValueError(
                 "weights must name exactly the losses: losses "

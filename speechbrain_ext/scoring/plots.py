@@ -27,10 +27,26 @@ from speechbrain_ext.scoring.metrics import (
     det_curve,
 )
 
-__all__ = ["plot_det", "plot_eer_vs_sir", "plot_score_histogram"]
+__all__ = [
+    "det_figure",
+    "det_limits",
+    "plot_det",
+    "plot_eer_vs_sir",
+    "plot_score_histogram",
+]
 
-# Error rates shown on the DET axes, as fractions.
-_DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+# Candidate error rates for DET ticks, as fractions: 1-2-5 steps up to
+# 20%, then 40/60/80% and the mirror of the low steps, so that either end
+# of the probit scale gets the same density of ticks.
+_LOW_TICKS = [m * 10.0**e for e in range(-9, 0) for m in (1, 2, 5)]
+_DET_TICKS = np.array(
+    [p for p in _LOW_TICKS if p <= 0.2]
+    + [0.4, 0.6, 0.8]
+    + [1.0 - p for p in reversed(_LOW_TICKS) if p <= 0.1]
+)
+# Ticks closer than this fraction of the axis span would overlap their
+# labels; decades win over 5s (and 40/60%), which win over 2s.
+_MIN_TICK_GAP = 1 / 12
 
 
 def _check_systems(systems):
@@ -75,11 +91,169 @@ def _save(figure, path):
     return path
 
 
+def det_limits(curves):
+    """Range of error rates a DET plot needs to show every curve.
+
+    The lower end is the finest rate the trials resolve, one error in the
+    larger of the target or non-target sets of any system (a curve's
+    rates of 0 lie below it). The upper end covers each curve's extent,
+    the points at which neither rate is 0 or 1, and its EER. Both ends are
+    widened to the nearest tick rate, and one range serves both axes so
+    that the EER diagonal stays at 45 degrees.
+
+    Arguments
+    ---------
+    curves : list of tuple
+        One ``(p_miss, p_fa, eer)`` per system, rates as fractions, as
+        :func:`~speechbrain_ext.scoring.metrics.det_curve` and
+        :func:`~speechbrain_ext.scoring.metrics.compute_eer_mindcf`
+        return them.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)`` error rates, fractions in (0, 1).
+
+    Example
+    -------
+    Four targets resolve misses in steps of 25%, and the one point off
+    the axes' edges has 25% misses and 50% false alarms:
+
+    >>> from speechbrain_ext.scoring.metrics import det_curve
+    >>> scores = [0.9, 0.6, 0.5, 0.3, 0.4, 0.1]
+    >>> labels = [1, 1, 1, 1, 0, 0]
+    >>> p_miss, p_fa, _ = det_curve(scores, labels)
+    >>> det_limits([(p_miss, p_fa, 0.25)])
+    (0.2, 0.6)
+    """
+    lowest, highest = 1.0, 0.0
+    for p_miss, p_fa, eer in curves:
+        rates = np.concatenate([p_miss, p_fa])
+        # Without ties the smallest non-zero rates are 1 / n_target and
+        # 1 / n_nontarget: the curve has no point finer than these.
+        lowest = min(lowest, rates[rates > 0].min(initial=1.0))
+        inside = (p_miss > 0) & (p_miss < 1) & (p_fa > 0) & (p_fa < 1)
+        extent = np.concatenate([p_miss[inside], p_fa[inside]])
+        if 0.0 < eer < 1.0:
+            extent = np.append(extent, eer)
+        lowest = min(lowest, extent.min(initial=1.0))
+        highest = max(highest, extent.max(initial=0.0))
+    below = _DET_TICKS[_DET_TICKS <= lowest]
+    low = below[-1] if len(below) else _DET_TICKS[0]
+    above = _DET_TICKS[_DET_TICKS > low]
+    high = above[min(np.searchsorted(above, highest), len(above) - 1)]
+    return float(low), float(high)
+
+
+def _det_ticks(low, high, span):
+    """Tick rates in ``[low, high]`` and their labels in percent.
+
+    Arguments
+    ---------
+    low, high : float
+        Range of rates, ends included.
+    span : float
+        Length of the axis in normal deviates.
+
+    Returns
+    -------
+    ticks : numpy.ndarray
+        Rates, increasing, no two closer than ``_MIN_TICK_GAP * span``
+        on the deviate scale.
+    labels : list of str
+        The rates in percent, without exponents.
+    """
+    candidates = _DET_TICKS[(_DET_TICKS >= low) & (_DET_TICKS <= high)]
+    mantissa = np.round(
+        np.minimum(candidates, 1 - candidates)
+        / 10.0 ** np.floor(np.log10(np.minimum(candidates, 1 - candidates)))
+    )
+    priority = np.select([mantissa == 1, mantissa == 2], [0, 2], default=1)
+    chosen = []
+    for index in np.argsort(priority, kind="stable"):
+        deviate = norm.ppf(candidates[index])
+        if all(abs(deviate - d) >= _MIN_TICK_GAP * span for _, d in chosen):
+            chosen.append((candidates[index], deviate))
+    ticks = np.sort([rate for rate, _ in chosen])
+    labels = [
+        np.format_float_positional(100 * p, precision=8, trim="-")
+        for p in ticks
+    ]
+    return ticks, labels
+
+
+def det_figure(systems, title="DET curve"):
+    """Draws the DET curves of several systems on normal-deviate axes.
+
+    Each curve is marked at its EER. The axes span the rates of
+    :func:`det_limits`, so every curve is shown from the finest rate its
+    trials resolve to the end of its extent; rates of 0 or 1 are drawn on
+    the axes' edges. The legend sits below the axes, never over a curve.
+
+    Arguments
+    ---------
+    systems : dict
+        System name -> (scores, labels), as accepted by
+        :func:`~speechbrain_ext.scoring.metrics.compute_eer_mindcf`.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, not yet drawn or saved.
+
+    Example
+    -------
+    >>> scores = np.array([0.9, 0.7, 0.4, 0.35, 0.1, 0.2])
+    >>> labels = np.array([1, 1, 0, 1, 0, 0])
+    >>> figure = det_figure({"a": (scores, labels)})
+    >>> [tick.get_text() for tick in figure.axes[0].get_xticklabels()]
+    ['20', '40']
+    >>> [text.get_text() for text in figure.legends[0].get_texts()]
+    ['a (EER 33.33%, minDCF 0.333)']
+    """
+    systems = _check_systems(systems)
+    curves = {}
+    for name, (scores, labels) in systems.items():
+        p_miss, p_fa, _ = det_curve(scores, labels)
+        eer, min_dcf, _ = compute_eer_mindcf(scores, labels)
+        curves[name] = (p_miss, p_fa, eer, min_dcf)
+    low, high = det_limits([curve[:3] for curve in curves.values()])
+    # A little room beyond ``low`` / ``high``, so that the curves' points
+    # there are not confused with the rates of 0 / 1 drawn on the edges.
+    edge = 0.04 * (norm.ppf(high) - norm.ppf(low))
+    lo, hi = norm.ppf(low) - edge, norm.ppf(high) + edge
+    ticks, tick_labels = _det_ticks(low, high, hi - lo)
+
+    figure = Figure(figsize=(5.5, 6.5), layout="constrained")
+    axes = figure.subplots()
+    for name, (p_miss, p_fa, eer, min_dcf) in curves.items():
+        line = axes.plot(
+            np.clip(norm.ppf(p_fa), lo, hi),
+            np.clip(norm.ppf(p_miss), lo, hi),
+            label=f"{name} (EER {100 * eer:.2f}%, minDCF {min_dcf:.3f})",
+        )[0]
+        eer_deviate = np.clip(norm.ppf(eer), lo, hi)
+        axes.plot(eer_deviate, eer_deviate, "o", color=line.get_color())
+    axes.set_xticks(norm.ppf(ticks), tick_labels)
+    axes.set_yticks(norm.ppf(ticks), tick_labels)
+    axes.set_xlim(lo, hi)
+    axes.set_ylim(lo, hi)
+    axes.set_aspect("equal")
+    axes.plot([lo, hi], [lo, hi], ":", color="grey", lw=0.8)
+    axes.set_xlabel("False alarm rate (%)")
+    axes.set_ylabel("Miss rate (%)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    figure.legend(loc="outside lower center", fontsize="small")
+    return figure
+
+
 def plot_det(systems, path, title="DET curve"):
     """Plots the DET curves of several systems on normal-deviate axes.
 
-    Each curve is marked at its EER. Error rates below 0.1% or above 40%
-    are clipped to the axes.
+    See :func:`det_figure`, which draws the figure.
 
     Arguments
     ---------
@@ -104,33 +278,7 @@ def plot_det(systems, path, title="DET curve"):
     >>> plot_det({"a": (scores, labels), "b": (-scores, labels)}, path)
     '...det.png'
     """
-    systems = _check_systems(systems)
-    low, high = _DET_TICKS[0], _DET_TICKS[-1]
-    figure = Figure(figsize=(5.5, 5.5))
-    axes = figure.subplots()
-    for name, (scores, labels) in systems.items():
-        p_miss, p_fa, _ = det_curve(scores, labels)
-        eer, min_dcf, _ = compute_eer_mindcf(scores, labels)
-        line = axes.plot(
-            norm.ppf(np.clip(p_fa, low, high)),
-            norm.ppf(np.clip(p_miss, low, high)),
-            label=f"{name} (EER {100 * eer:.2f}%, minDCF {min_dcf:.3f})",
-        )[0]
-        eer_deviate = norm.ppf(np.clip(eer, low, high))
-        axes.plot(eer_deviate, eer_deviate, "o", color=line.get_color())
-    ticks = norm.ppf(_DET_TICKS)
-    tick_labels = [f"{100 * p:g}" for p in _DET_TICKS]
-    axes.set_xticks(ticks, tick_labels)
-    axes.set_yticks(ticks, tick_labels)
-    axes.set_xlim(ticks[0], ticks[-1])
-    axes.set_ylim(ticks[0], ticks[-1])
-    axes.plot(ticks[[0, -1]], ticks[[0, -1]], ":", color="grey", lw=0.8)
-    axes.set_xlabel("False alarm rate (%)")
-    axes.set_ylabel("Miss rate (%)")
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="upper right", fontsize="small")
-    return _save(figure, path)
+    return _save(det_figure(systems, title), path)
 
 
 def plot_score_histogram(systems, path, bins=100):
@@ -204,11 +352,11 @@ def _check_sir_curves(systems):
             is_number = isinstance(sir, (int, float, np.number))
             if sir != "clean" and (isinstance(sir, bool) or not is_number):
                 raise ValueError(
-                    f"{name}: point {sir!r} is neither an SIR in dB nor "
-                    "'clean'"
+                    f"{name}: point {sir!r} is neither an SIR in dB nor 'clean'"
                 )
-            if not (isinstance(eer, (int, float, np.number))
-                    and 0.0 <= eer <= 100.0):
+            if not (
+                isinstance(eer, (int, float, np.number)) and 0.0 <= eer <= 100.0
+            ):
                 raise ValueError(
                     f"{name}: EER at {sir!r} must be a percentage in "
                     f"[0, 100], got {eer!r}"

@@ -201,9 +201,7 @@ def _read_trial_csv(path):
             label = None
             if len(fields) == 3:
                 if fields[2] not in ("0", "1"):
-                    raise ValueError(
-                        f"{where}: label {fields[2]!r} is not 0/1"
-                    )
+                    raise ValueError(f"{where}: label {fields[2]!r} is not 0/1")
                 label = int(fields[2])
             trials.append(
                 (utterance_stem(fields[0]), utterance_stem(fields[1]), label)

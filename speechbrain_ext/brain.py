@@ -1,0 +1,278 @@
+"""A SpeechBrain ``Brain`` with the training plumbing no objective owns.
+
+:class:`RobustBrain` adds to ``speechbrain.core.Brain``:
+
+- **non-finite losses skipped, not trained on.** SpeechBrain's own check
+  back-propagates the NaN and steps the optimizer. Here the batch is
+  dropped before ``backward``, the buffers its forward pass moved (batch-norm
+  statistics, a loss's running centre) are put back, and training stops
+  with a message naming the batch after ``nonfinite_patience`` consecutive
+  skips, leaving the last checkpoint intact;
+- **DDP on CPUs.** SpeechBrain 1.1 converts every BatchNorm to
+  ``SyncBatchNorm``, which only runs on GPUs; on a CPU (gloo) launch each
+  rank keeps its own batch statistics instead;
+- **learning-rate warm-up** over ``lr_warmup_steps`` optimizer steps (a
+  constructor argument; 0: none), on top of the epoch scheduler;
+- **logged loss terms.** Any module (or other source of
+  :meth:`RobustBrain.term_sources`) with a ``last_term_tensors`` dict of
+  detached tensors has them averaged over the epoch, so
+  :meth:`RobustBrain.train_stage_stats` logs ``loss_<term>`` beside the
+  loss.
+
+A recipe subclasses it with its ``compute_forward``/``compute_objectives``
+and its own ``on_stage_end`` (calling :meth:`train_stage_stats`).
+:class:`TaskBrain` is that subclass for the training step of every
+objective of :mod:`speechbrain_ext.tasks`: the hparams' ``task`` makes the
+views, embeds them and computes the loss, so one Brain trains any of them
+(the CN-Celeb recipe adds its validation on top).
+
+Example
+-------
+>>> class Regression(RobustBrain):
+...     def compute_forward(self, batch, stage):
+...         return self.modules.model(batch[0])
+...
+...     def compute_objectives(self, predictions, batch, stage):
+...         return torch.nn.functional.mse_loss(predictions, batch[1])
+>>> brain = Regression(
+...     modules={"model": torch.nn.Linear(2, 1)},
+...     opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
+...     lr_warmup_steps=2,
+... )
+>>> batch = (torch.ones(4, 2), torch.full((4, 1), float("nan")))
+>>> brain.on_stage_start(sb.Stage.TRAIN)
+>>> brain.on_fit_start()
+>>> weight = brain.modules.model.weight.detach().clone()
+>>> _ = brain.fit_batch(batch)
+>>> brain.nonfinite_skipped, torch.equal(weight, brain.modules.model.weight)
+(1, True)
+"""
+
+import logging
+
+import torch
+
+import speechbrain as sb
+
+__all__ = ["NonFiniteLoss", "RobustBrain", "TaskBrain"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(Exception):
+    """Raised inside ``fit_batch`` to skip a batch whose loss is NaN/inf."""
+
+
+class RobustBrain(sb.core.Brain):
+    """``Brain`` that skips non-finite batches, runs DDP on CPUs, warms the
+    learning rate up and logs the loss terms its modules report.
+
+    See the module docstring. Subclasses that override ``on_stage_start``,
+    ``on_fit_batch_start`` or ``on_fit_batch_end`` call ``super()``.
+
+    Arguments
+    ---------
+    *args, **kwargs
+        Those of ``speechbrain.core.Brain``.
+    lr_warmup_steps : int
+        Optimizer steps of linear learning-rate warm-up (0: none).
+    """
+
+    def __init__(self, *args, lr_warmup_steps=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lr_warmup_steps = lr_warmup_steps or 0
+
+    def _wrap_distributed(self):
+        """Wraps trainable modules in DDP; on CPUs without SyncBatchNorm."""
+        if not self.distributed_launch or not str(self.device).startswith(
+            "cpu"
+        ):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = torch.nn.parallel.DistributedDataParallel(
+                    module, find_unused_parameters=self.find_unused_parameters
+                )
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Remembers the batch's ids; warms the learning rate up if set.
+
+        With ``lr_warmup_steps`` W > 0, optimizer step s < W
+        (SpeechBrain's ``optimizer_step``, checkpointed with the Brain)
+        runs at lr_epoch * (s + 1) / W, where lr_epoch is the rate the
+        epoch scheduler set: the param group's lr at the first warm-up step
+        of each epoch, or whenever it is not the rate the warm-up last
+        gave it. Each group keeps lr_epoch in ``base_lr_epoch``, that rate
+        in ``warmup_lr`` and the epoch in ``warmup_epoch`` (checkpointed
+        with the optimizer, so a resumed run continues). At step W every
+        group gets its lr_epoch back and the three keys are removed.
+        """
+        self.batch_ids = [str(uid) for uid in getattr(batch, "id", [])]
+        warmup = self.lr_warmup_steps
+        step = self.optimizer_step
+        counter = getattr(getattr(self, "hparams", None), "epoch_counter", None)
+        epoch = getattr(counter, "current", None)
+        for group in self.optimizer.param_groups:
+            if step >= warmup and "warmup_lr" not in group:
+                continue
+            if group.get("warmup_epoch") != epoch or group["lr"] != group.get(
+                "warmup_lr"
+            ):
+                group["base_lr_epoch"] = group["lr"]
+                group["warmup_epoch"] = epoch
+            if step < warmup:
+                lr = group["base_lr_epoch"] * (step + 1) / warmup
+                group["lr"] = group["warmup_lr"] = lr
+            else:
+                group["lr"] = group.pop("base_lr_epoch")
+                del group["warmup_lr"], group["warmup_epoch"]
+
+    def fit_batch(self, batch):
+        """Trains on one batch, or skips it if its loss is NaN/inf.
+
+        A skipped batch leaves no trace: its forward pass already moved
+        the batch-norm running statistics (and other buffers, such as a
+        loss's running centre), and non-finite activations would make
+        them NaN, so every evaluation after it would score NaN. The
+        buffers are put back as they were before the batch.
+        """
+        buffers = [
+            (buffer, buffer.detach().clone())
+            for buffer in self.modules.buffers()
+            if buffer.is_floating_point()
+        ]
+        try:
+            return super().fit_batch(batch)
+        except NonFiniteLoss:
+            self.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+            # Keeps the running average of the finite losses unchanged.
+            return torch.tensor(self.avg_train_loss)
+
+    def check_loss_isfinite(self, loss):
+        """Skips a non-finite loss; stops after too many in a row.
+
+        After more than ``--nonfinite_patience`` consecutive skips training
+        stops with a message naming the batch; the last checkpoint stays
+        intact.
+        """
+        finite = torch.isfinite(loss.detach()).float()
+        if sb.utils.distributed.is_distributed_initialized():
+            # Every rank must skip together or DDP's all-reduce hangs.
+            torch.distributed.all_reduce(
+                finite, op=torch.distributed.ReduceOp.MIN
+            )
+        if bool(finite):
+            self.consecutive_nonfinite = 0
+            return
+        self.nonfinite_skipped += 1
+        self.consecutive_nonfinite += 1
+        batch = ", ".join(getattr(self, "batch_ids", [])) or "(no ids)"
+        logger.warning(
+            "skipped a batch with a non-finite loss (%s) at step %d: %s",
+            loss.item(),
+            self.step,
+            batch,
+        )
+        if self.consecutive_nonfinite > self.nonfinite_patience:
+            folder = getattr(self.checkpointer, "checkpoints_dir", "save/")
+            raise RuntimeError(
+                f"training stopped: the loss was NaN/inf for "
+                f"{self.consecutive_nonfinite} batches in a row (step "
+                f"{self.step}; {self.nonfinite_skipped} skipped this epoch); "
+                f"last batch: {batch}. The last checkpoint in {folder} is "
+                "intact: resume with a lower learning rate, without mixed "
+                "precision, or after checking that audio."
+            )
+        raise NonFiniteLoss
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Counts the terms of a trained batch (never of a skipped one)."""
+        self._accumulate_terms()
+
+    def term_sources(self):
+        """Objects whose ``last_term_tensors`` are logged: every module.
+
+        The hparams hold the modules themselves; ``self.modules`` may hold
+        DDP wrappers, which do not forward attributes.
+        """
+        hparams = getattr(self, "hparams", None)
+        modules = getattr(hparams, "modules", None) or self.modules
+        return list(modules.values())
+
+    def _accumulate_terms(self):
+        """Keeps running sums of the terms the sources report."""
+        terms = {}
+        for source in self.term_sources():
+            terms.update(getattr(source, "last_term_tensors", None) or {})
+        # Detached tensors: summed on the device, read once per stage.
+        for name, value in terms.items():
+            self.term_sums[name] = self.term_sums.get(name, 0.0) + value
+        self.term_count += 1 if terms else 0
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the per-stage accumulators."""
+        self.term_sums, self.term_count = {}, 0
+        self.nonfinite_skipped, self.consecutive_nonfinite = 0, 0
+
+    def train_stage_stats(self, stage_loss):
+        """The training stats to log: loss, skipped batches, mean terms.
+
+        Arguments
+        ---------
+        stage_loss : float
+            The stage's average loss.
+
+        Returns
+        -------
+        dict
+            ``loss``, ``nonfinite_skipped`` (if any) and ``loss_<term>``
+            for every reported term, averaged over the batches that
+            reported it.
+        """
+        stats = {"loss": stage_loss}
+        if self.nonfinite_skipped:
+            stats["nonfinite_skipped"] = self.nonfinite_skipped
+        for name, total in self.term_sums.items():
+            stats[f"loss_{name}"] = float(total) / self.term_count
+        return stats
+
+
+class TaskBrain(RobustBrain):
+    """Trains with the ``task`` of the hparams (:mod:`speechbrain_ext.tasks`).
+
+    Batches are ``PaddedBatch`` es with ``sig`` (and ``spk_id_encoded`` when
+    the task reads speaker labels). Training runs ``task.forward`` and
+    ``task.loss``; other stages embed with ``task.embed``, and a subclass
+    decides what to do with the embeddings (``compute_objectives``). After
+    each optimizer step the task may update state that follows the weights
+    (e.g. CSC's exponential-moving-average teacher), and the terms it
+    reports are logged with the modules'.
+    """
+
+    def compute_forward(self, batch, stage):
+        """Training outputs of the task, or embeddings for other stages."""
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        if stage == sb.Stage.TRAIN:
+            return self.hparams.task.forward(self.modules, wavs, lens)
+        return self.hparams.task.embed(self.modules, wavs, lens)
+
+    def compute_objectives(self, outputs, batch, stage):
+        """The task's loss (with the speaker labels if it reads them)."""
+        labels = None
+        if self.hparams.task.needs_speaker_labels:
+            labels, _ = batch.spk_id_encoded
+        return self.hparams.task.loss(self.modules, outputs, labels)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Counts the batch's terms, then lets the task follow the step."""
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
+        if should_step:
+            self.hparams.task.on_optimizer_step(self.modules)
+
+    def term_sources(self):
+        """The task (e.g. an auxiliary loss's terms), then every module."""
+        return [self.hparams.task, *super().term_sources()]
