@@ -42,7 +42,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=7", "ruff>=0.5", "yamllint>=1.30"],
+        "dev": ["pytest>=7", "ruff==0.12.4", "yamllint>=1.30"],
         "bench": ["resemblyzer==0.1.4"],
         # ONNX export (onnx, onnxscript) and the ONNX Runtime backend of
         # speechbrain_ext.onnx_backend / verify.py --backend onnx.
