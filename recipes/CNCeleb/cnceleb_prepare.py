@@ -59,6 +59,7 @@ from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
 from speechbrain_ext.data.manifest import join_wav_paths, read_list
 from speechbrain_ext.data.preparation import (
     SPLIT_MODES,
+    check_split_mode,
     drop_short,
     is_prepared,
     list_audio_files,
@@ -161,10 +162,7 @@ def prepare_cnceleb(
     """
     if skip_prep:
         return
-    if split_mode not in SPLIT_MODES:
-        raise ValueError(
-            f"split_mode must be one of {SPLIT_MODES}, got {split_mode!r}"
-        )
+    check_split_mode(split_mode)
     options = {
         "corpus": "cnceleb",
         "data_folder": os.path.abspath(data_folder),

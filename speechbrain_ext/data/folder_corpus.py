@@ -12,7 +12,7 @@ import os
 from speechbrain.utils.logger import get_logger
 from speechbrain_ext.data.preparation import (
     AUDIO_EXTENSIONS,
-    SPLIT_MODES,
+    check_split_mode,
     check_unique_ids,
     is_prepared,
     list_audio_files,
@@ -134,10 +134,7 @@ def prepare_folder_corpus(
     """
     if skip_prep:
         return
-    if split_mode not in SPLIT_MODES:
-        raise ValueError(
-            f"split_mode must be one of {SPLIT_MODES}, got {split_mode!r}"
-        )
+    check_split_mode(split_mode)
     options = {
         "corpus": "folder",
         "data_folder": os.path.abspath(data_folder),

@@ -56,6 +56,7 @@ __all__ = [
     "drop_short",
     "split_held_out",
     "split_validation",
+    "check_split_mode",
     "make_trials",
     "write_prepared",
     "is_prepared",
@@ -546,10 +547,7 @@ def split_validation(rows, split_mode, valid_ratio, seed):
     ...
     ValueError: split_mode 'speaker' with valid_ratio 1 holds out one speaker...
     """
-    if split_mode not in SPLIT_MODES:
-        raise ValueError(
-            f"split_mode must be one of {SPLIT_MODES}, got {split_mode!r}"
-        )
+    check_split_mode(split_mode)
     if split_mode == "speaker":
         train, valid = _held_out_speakers(rows, valid_ratio, seed)
     else:
@@ -562,6 +560,24 @@ def split_validation(rows, split_mode, valid_ratio, seed):
             "speakers (e.g. valid_ratio 2), or use split_mode 'utterance'"
         )
     return train, valid
+
+
+def check_split_mode(split_mode):
+    """Raises ``ValueError`` unless ``split_mode`` is one of SPLIT_MODES.
+
+    Preparations call it before reading any audio.
+
+    Example
+    -------
+    >>> check_split_mode("speakers")
+    Traceback (most recent call last):
+    ...
+    ValueError: split_mode must be one of ('speaker', 'utterance'), got 'speakers'
+    """
+    if split_mode not in SPLIT_MODES:
+        raise ValueError(
+            f"split_mode must be one of {SPLIT_MODES}, got {split_mode!r}"
+        )
 
 
 def _held_out_speakers(rows, valid_ratio, seed):
