@@ -50,8 +50,9 @@ def run_recipe(script, *args, timeout=600, env=None):
     return process.stdout
 
 
-def train_args(corpus, out, hparams="hparams/aam_softmax.yaml", epochs=2,
-               prep_folder=None):
+def train_args(
+    corpus, out, hparams="hparams/aam_softmax.yaml", epochs=2, prep_folder=None
+):
     """Command line of a tiny training run (preparation in ``out``)."""
     return [
         hparams,
