@@ -38,12 +38,12 @@ benchmark resumes, and seeds can run in parallel processes sharing
 
 Run from the repository root::
 
-    python -m bench.csc --data_folder ../shared/data/speakers \\
+    python -m bench.csc --data_folder <speakers> \\
         --out results/bench/csc --prepare_only
-    python -m bench.csc --data_folder ../shared/data/speakers \\
+    python -m bench.csc --data_folder <speakers> \\
         --out results/bench/csc --seeds 1 2 3
     # smoke test (a corpus subset, a tiny model, one seed): ~ 5 min
-    python -m bench.csc --data_folder ../shared/data/speakers \\
+    python -m bench.csc --data_folder <speakers> \\
         --out /tmp/csc_quick --quick --seeds 1
 """
 

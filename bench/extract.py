@@ -36,11 +36,11 @@ report states both.
 
 Run from the repository root::
 
-    python -m bench.extract --data_folder ../shared/data/speakers \\
+    python -m bench.extract --data_folder <speakers> \\
         --out results/bench/extract.json
-    python -m bench.extract --data_folder ../shared/data/speakers \\
+    python -m bench.extract --data_folder <speakers> \\
         --n_files 64 --batch_sizes 16 --workers 0 --out /tmp/extract.json
-    python -m bench.extract --data_folder ../shared/data/speakers \\
+    python -m bench.extract --data_folder <speakers> \\
         --n_files 600 --threads 1 --backends torch onnx --batch_sizes 1 16 32 \\
         --repeats 2 --out bench/results/extract.json
 """

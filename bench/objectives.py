@@ -68,11 +68,11 @@ cached runs and writes the report.
 
 Run from the repository root::
 
-    python -m bench.objectives --data_folder ../shared/data/speakers \\
+    python -m bench.objectives --data_folder <speakers> \\
         --out results/bench/objectives --seeds 1 2 3
     # with a sweep (one seed each), selected on the validation speakers:
     # margin 0 for one epoch, ramped over two, LR warm-up over one
-    python -m bench.objectives --data_folder ../shared/data/speakers \\
+    python -m bench.objectives --data_folder <speakers> \\
         --out results/bench/objectives --seeds 1 2 3 --variant_seeds 1 \\
         --variants hybrid_m0.1=hybrid:margin=0.1 \\
         hybrid_warm=hybrid:margin_warmup_start=37,margin_warmup_steps=74,\\
@@ -80,10 +80,10 @@ lr_warmup_steps=37 \\
         aam_softmax_warm=aam_softmax:margin_warmup_start=37,\\
 margin_warmup_steps=74,lr_warmup_steps=37
     # smoke test (a corpus subset, a tiny model, one seed): ~ 2 min
-    python -m bench.objectives --data_folder ../shared/data/speakers \\
+    python -m bench.objectives --data_folder <speakers> \\
         --out /tmp/objectives_quick --quick
     # on a GPU: the recipe's model and 2 s crops
-    python -m bench.objectives --data_folder ../shared/data/speakers \\
+    python -m bench.objectives --data_folder <speakers> \\
         --out results/bench/objectives_gpu --device cuda --threads 0 \\
         --channels 512 512 512 512 1536 --attention_channels 128 \\
         --sentence_len 2.0 --num_workers 4
@@ -881,7 +881,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--data_folder",
         required=True,
-        help="<speaker>/<utt> corpus, e.g. ../shared/data/speakers",
+        help="<speaker>/<utt> corpus, e.g. <speakers>",
     )
     parser.add_argument("--out", default="results/bench/objectives")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])

@@ -54,12 +54,12 @@ steps are counted (``nonfinite_skipped``).
 Run from the repository root::
 
     # bench/results/throughput.md: a modest model on a shared 2-core CPU
-    python -m bench.throughput --data_folder ../shared/data/speakers \\
+    python -m bench.throughput --data_folder <speakers> \\
         --out results/bench/throughput.json --threads 1 --num_workers 1 \\
         --channels 128 128 128 128 384 --attention_channels 64 \\
         --batch_size 16 --steps 6 --warmup 2 --rounds 2
     # the recipe's model and batch on a GPU
-    python -m bench.throughput --data_folder ../shared/data/speakers \\
+    python -m bench.throughput --data_folder <speakers> \\
         --device cuda --num_workers 8 --steps 30 \\
         --out results/bench/throughput_gpu.json
     # smoke test: a few steps of a tiny model on the data/ folder of a
@@ -85,6 +85,7 @@ from hyperpyyaml import load_hyperpyyaml
 import speechbrain as sb
 from bench.machine import machine_info, write_report
 from bench.stats import timing_summary
+from speechbrain_ext.augment.bank import ensure_bank_csv
 from speechbrain_ext.brain import TaskBrain
 from speechbrain_ext.data.demo_corpus import generate_demo_corpus
 from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
@@ -320,13 +321,13 @@ def load_system(system, overrides):
         hparams["prep_folder"],
         **folder_prepare_options(hparams),
     )
-    for csv_key, prepare_key in (
-        ("noise_csv", "prepare_noise"),
-        ("rir_csv", "prepare_rirs"),
-    ):
-        # As in train.py: a CSV that exists (e.g. MUSAN's) is used as is.
-        if hparams.get(csv_key) and not os.path.exists(hparams[csv_key]):
-            hparams[prepare_key]()
+    # As train.py does.
+    ensure_bank_csv(
+        hparams.get("noise_csv"), hparams.get("prepare_noise"), "noise_csv"
+    )
+    ensure_bank_csv(
+        hparams.get("rir_csv"), hparams.get("prepare_rirs"), "rir_csv"
+    )
     replacements = {"data_root": hparams["data_folder"]}
     if "n_train_speakers" in hparams:  # a classifier: one row per speaker
         rows = read_manifest(

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain_ext.augment.bank import ensure_bank_csv
 from speechbrain_ext.brain import TaskBrain
 from speechbrain_ext.data.batches import collate_readable
 from speechbrain_ext.data.manifest import check_manifest, read_manifest
@@ -242,24 +243,12 @@ def prepare_corpus(hparams):
 
 def prepare_augmentation_sources(hparams):
     """Generates noise and simulated RIRs unless their CSVs already exist."""
-    prepare_if_missing(hparams, "noise_csv", hparams.get("prepare_noise"))
-    prepare_if_missing(hparams, "rir_csv", hparams.get("prepare_rirs"))
-
-
-def prepare_if_missing(hparams, csv_key, prepare):
-    """Runs ``prepare`` (on the main process) unless ``csv_key`` exists."""
-    if hparams.get(csv_key) is None or os.path.exists(hparams[csv_key]):
-        return
-    if prepare is None:
-        raise FileNotFoundError(
-            f"{csv_key}={hparams[csv_key]} does not exist and the hparams "
-            "name no function that writes it"
-        )
-    run_on_main(prepare)
-    if not os.path.exists(hparams[csv_key]):
-        raise FileNotFoundError(
-            f"{prepare} did not write {csv_key}={hparams[csv_key]}"
-        )
+    ensure_bank_csv(
+        hparams.get("noise_csv"), hparams.get("prepare_noise"), "noise_csv"
+    )
+    ensure_bank_csv(
+        hparams.get("rir_csv"), hparams.get("prepare_rirs"), "rir_csv"
+    )
 
 
 def load_pretrained(pretrainer, hparams_file):

@@ -27,7 +27,12 @@ import torch
 from speechbrain_ext.audio import AudioError, load_audio
 from speechbrain_ext.data.manifest import read_manifest
 
-__all__ = ["WaveformBank", "load_waveform_bank", "read_wav_csv"]
+__all__ = [
+    "WaveformBank",
+    "ensure_bank_csv",
+    "load_waveform_bank",
+    "read_wav_csv",
+]
 
 # One bank per (csv, mtime, replacements, rate): several augmenters built
 # from the same CSV in one YAML share the memory and the reading time.
@@ -272,3 +277,44 @@ class BankAugmentation(torch.nn.Module):
                 self.csv_file, self.replacements, self.sample_rate
             ).to(device)
         return self._bank
+
+
+def ensure_bank_csv(csv_file, prepare, name="csv"):
+    """Writes a bank's CSV with ``prepare`` (main process) unless it exists.
+
+    A CSV that exists (say MUSAN's, or an earlier run's) is used as it is.
+
+    Arguments
+    ---------
+    csv_file : str or None
+        The bank's CSV; None means no bank, and nothing is done.
+    prepare : callable or None
+        Writes ``csv_file`` (e.g. the hparams' ``prepare_noise`` partial).
+    name : str
+        What the CSV is called in the hparams, for the messages.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the CSV is missing and ``prepare`` is None or did not write it.
+
+    Example
+    -------
+    >>> ensure_bank_csv(None, None)
+    >>> ensure_bank_csv("/nonexistent/noise.csv", None, "noise_csv")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: noise_csv=/nonexistent/noise.csv does not exist and the hparams name no function that writes it
+    """
+    from speechbrain.utils.distributed import run_on_main
+
+    if csv_file is None or os.path.exists(csv_file):
+        return
+    if prepare is None:
+        raise FileNotFoundError(
+            f"{name}={csv_file} does not exist and the hparams name no "
+            "function that writes it"
+        )
+    run_on_main(prepare)
+    if not os.path.exists(csv_file):
+        raise FileNotFoundError(f"{prepare} did not write {name}={csv_file}")
