@@ -386,6 +386,31 @@ def _mean_eer(sorted_seeds, weights):
 def _resample_weights(rng, enrol_index, test_index, n_speakers):
     """Trial weights for one bootstrap draw of speakers with replacement.
 
+    One draw is a multiset of speakers: speaker ``s`` appears ``c_s`` times
+    (possibly 0), and each copy stands for a new speaker who happens to
+    behave exactly like ``s``. The trials of that resampled population are
+
+    * for each copy of ``s``, the within-speaker trials of ``s`` (enrolment
+      and test speaker both ``s``), once: a copy has one set of recordings,
+      so its own trials are not repeated. Weight ``c_s``.
+    * for each pairing of a copy of ``i`` on the enrolment side with a copy
+      of ``j`` on the test side, ``i != j``, the cross trials of ``i``
+      against ``j``. Weight ``c_i * c_j``.
+
+    Two copies of the same speaker are different speakers of the
+    resampled population, but there are no recordings of trials between
+    them: pairing them would reuse ``s``'s own (target) trials as if they
+    were trials between two people, and weighting those by ``c_s ** 2``
+    makes the targets of a drawn speaker count quadratically in its draw
+    count, which inflates the spread of the resampled EERs (intervals
+    1.5-2x too wide, false-alarm rate near 0 instead of 5% in simulation,
+    see ``tests/test_bench_stats_coverage.py``).
+
+    Within-speaker trials are found by comparing speaker ids, not labels:
+    a non-target trial with the same id on both sides cannot occur (one
+    speaker against itself is a target), and the ids, not the label,
+    decide which copies of speakers a trial belongs to.
+
     Arguments
     ---------
     rng : numpy.random.Generator
@@ -400,14 +425,27 @@ def _resample_weights(rng, enrol_index, test_index, n_speakers):
     Returns
     -------
     numpy.ndarray
-        float64 weight of each trial: the product of how often each of its
-        two speakers was drawn (0 if either was not).
+        float64 weight of each trial: ``c_s`` for a trial of speaker ``s``
+        against itself, ``c_i * c_j`` for one of ``i`` against ``j != i``
+        (0 when a speaker was not drawn).
+
+    Example
+    -------
+    >>> drawn = np.random.default_rng(2).integers(3, size=3)
+    >>> np.bincount(drawn, minlength=3).tolist()  # counts of speakers 0-2
+    [2, 0, 1]
+    >>> enrol = np.array([0, 0, 0, 2, 2])
+    >>> test = np.array([0, 2, 1, 2, 0])
+    >>> rng = np.random.default_rng(2)  # the same draw
+    >>> _resample_weights(rng, enrol, test, 3).tolist()
+    [2.0, 2.0, 0.0, 1.0, 2.0]
     """
     drawn = rng.integers(n_speakers, size=n_speakers)
     counts = np.bincount(drawn, minlength=n_speakers).astype(np.float64)
-    # A trial exists in the resampled population once for every pairing
-    # of a copy of its enrolment speaker with a copy of its test speaker.
-    return counts[enrol_index] * counts[test_index]
+    enrol_counts, test_counts = counts[enrol_index], counts[test_index]
+    return np.where(
+        enrol_index == test_index, enrol_counts, enrol_counts * test_counts
+    )
 
 
 def _verdict(ci_low, ci_high):
@@ -445,8 +483,10 @@ def paired_speaker_bootstrap(
     """Paired bootstrap over speakers of the EER difference of two systems.
 
     Speakers (the distinct ids on either side of the trials) are drawn with
-    replacement; a trial weighs the product of the draw counts of its two
-    speakers, so it drops out when either was not drawn. For every resample
+    replacement; a trial between two speakers weighs the product of their
+    draw counts and a trial of a speaker against itself weighs its draw
+    count (see :func:`_resample_weights`), so a trial drops out when one
+    of its speakers was not drawn. For every resample
     the weighted EER of each seed is averaged per system, and the delta
     ``mean EER(a) - mean EER(b)`` is recorded. Both systems see the same
     resampled speakers, which removes the speaker variance they share.
