@@ -4,6 +4,8 @@
   O(N log N), DET curves;
 - :mod:`~speechbrain_ext.scoring.normalization`: cosine scoring and
   z/t/s/AS-norm with one cohort pass per utterance;
+- :mod:`~speechbrain_ext.scoring.calibration`: Cllr, min Cllr, actDCF
+  and a prior-weighted linear map from scores to log-likelihood ratios;
 - :mod:`~speechbrain_ext.scoring.trials`: trial lists matched to embeddings
   by utterance stem;
 - :mod:`~speechbrain_ext.scoring.plots`: DET curves, score histograms and
@@ -17,6 +19,14 @@ Example
 0.5
 """
 
+from speechbrain_ext.scoring.calibration import (
+    LinearCalibration,
+    act_dcf,
+    bayes_threshold,
+    cllr,
+    fit_calibration,
+    min_cllr,
+)
 from speechbrain_ext.scoring.metrics import compute_eer_mindcf, det_curve
 from speechbrain_ext.scoring.normalization import (
     cosine_scores,
@@ -30,9 +40,15 @@ from speechbrain_ext.scoring.trials import (
 )
 
 __all__ = [
+    "LinearCalibration",
+    "act_dcf",
+    "bayes_threshold",
+    "cllr",
     "compute_eer_mindcf",
     "cosine_scores",
     "det_curve",
+    "fit_calibration",
+    "min_cllr",
     "map_trials",
     "read_trials",
     "score_normalize",
