@@ -1,0 +1,255 @@
+"""Per-trial scores of benchmark runs, committed as one compressed file.
+
+Tables of EERs cannot be re-analysed (another test, another operating
+point, a bootstrap with other settings); the scores behind them can. One
+``.npz`` file holds the trial list once and the scores of every
+(system, seed, condition) on it:
+
+* ``trials/enrol``, ``trials/test``: utterance ids (str);
+* ``trials/label``: bool, True for a target trial;
+* ``trials/enrol_speaker``, ``trials/test_speaker``: speaker ids (str),
+  which the speaker bootstrap (``bench.stats``) needs;
+* ``scores/<system>/<seed>/<condition>``: float16 scores, one per trial.
+
+Scores are stored as float16 (about 3 significant digits) to keep the
+committed file small; that is finer than any difference an EER on a few
+thousand trials can show, though it can tie nearly equal scores. Needs
+only numpy, so any benchmark can import it.
+"""
+
+import os
+
+import numpy as np
+
+__all__ = [
+    "TRIAL_FIELDS",
+    "load_trial_scores",
+    "save_trial_scores",
+    "score_key",
+]
+
+TRIAL_FIELDS = ("enrol", "test", "label", "enrol_speaker", "test_speaker")
+_FORMAT_VERSION = 1
+
+
+def score_key(system, seed, condition):
+    """The name of one run's scores: ``f"{system}/{seed}/{condition}"``.
+
+    Arguments
+    ---------
+    system : str
+        System name, e.g. ``"aam_softmax"``.
+    seed : int or str
+        Training seed.
+    condition : str
+        Test condition, e.g. ``"clean"`` or ``"snr5"``.
+
+    Returns
+    -------
+    str
+        The key.
+
+    Raises
+    ------
+    ValueError
+        If a part is empty or contains ``/``, which would make the key
+        ambiguous.
+
+    Example
+    -------
+    >>> score_key("hybrid", 3, "clean")
+    'hybrid/3/clean'
+    """
+    parts = [str(part) for part in (system, seed, condition)]
+    for name, part in zip(("system", "seed", "condition"), parts):
+        if not part or "/" in part:
+            raise ValueError(
+                f"{name} must be non-empty and without '/', got {part!r}"
+            )
+    return "/".join(parts)
+
+
+def _as_key(key):
+    """Validates a score key given as a string or a 3-tuple.
+
+    Arguments
+    ---------
+    key : str or tuple
+        ``"system/seed/condition"`` or ``(system, seed, condition)``.
+
+    Returns
+    -------
+    str
+        The key as :func:`score_key` writes it.
+    """
+    if isinstance(key, str):
+        parts = key.split("/")
+        if len(parts) != 3:
+            raise ValueError(
+                f"score key {key!r} is not 'system/seed/condition'"
+            )
+        return score_key(*parts)
+    if len(key) != 3:
+        raise ValueError(
+            f"score key {key!r} is not a (system, seed, condition) tuple"
+        )
+    return score_key(*key)
+
+
+def _trial_arrays(trials):
+    """The five trial fields as arrays of one length.
+
+    Arguments
+    ---------
+    trials : dict or sequence
+        A mapping of :data:`TRIAL_FIELDS` to sequences, or a sequence of
+        ``(enrol, test, label, enrol_speaker, test_speaker)`` tuples.
+
+    Returns
+    -------
+    dict
+        str arrays, except ``label``: bool.
+    """
+    if not hasattr(trials, "keys"):
+        rows = list(trials)
+        if any(len(row) != len(TRIAL_FIELDS) for row in rows):
+            raise ValueError(
+                "trials given as rows need 5 fields each: "
+                + ", ".join(TRIAL_FIELDS)
+            )
+        trials = dict(zip(TRIAL_FIELDS, zip(*rows))) if rows else {}
+    missing = [field for field in TRIAL_FIELDS if field not in trials]
+    if missing:
+        raise ValueError(f"trials lack {', '.join(missing)}")
+    arrays = {
+        field: np.asarray(trials[field]).astype(str)
+        for field in TRIAL_FIELDS
+        if field != "label"
+    }
+    labels = np.asarray(trials["label"])
+    if labels.dtype != np.bool_:
+        if not np.all((labels == 0) | (labels == 1)):
+            raise ValueError("trial labels must be bool or 0/1")
+        labels = labels == 1
+    arrays["label"] = labels
+    lengths = {field: array.shape for field, array in arrays.items()}
+    n_trials = len(arrays["enrol"])
+    if n_trials == 0 or any(s != (n_trials,) for s in lengths.values()):
+        raise ValueError(
+            f"trial fields must be non-empty 1-D arrays of one length, got "
+            f"shapes {lengths}"
+        )
+    return arrays
+
+
+def save_trial_scores(path, trials, scores):
+    """Writes a trial list and the scores of several runs on it.
+
+    Arguments
+    ---------
+    path : str
+        Output file; ``.npz`` is appended by numpy if missing, so pass a
+        name ending in ``.npz``.
+    trials : dict or sequence
+        A mapping of ``enrol``, ``test``, ``label``, ``enrol_speaker`` and
+        ``test_speaker`` to one value per trial, or a sequence of
+        ``(enrol, test, label, enrol_speaker, test_speaker)`` tuples.
+    scores : dict
+        ``(system, seed, condition)`` tuple or ``"system/seed/condition"``
+        string -> one score per trial, in the order of ``trials``.
+
+    Raises
+    ------
+    ValueError
+        For missing or mismatched trial fields, malformed keys, two keys
+        naming the same run, or scores of the wrong length, non-finite or
+        beyond float16's range (about 65504).
+
+    Example
+    -------
+    >>> path = str(getfixture("tmpdir") / "scores.npz")
+    >>> trials = [
+    ...     ("a/1", "a/2", 1, "a", "a"),
+    ...     ("a/1", "b/1", 0, "a", "b"),
+    ... ]
+    >>> scores = {("hybrid", 0, "clean"): [0.8125, -0.1]}
+    >>> save_trial_scores(path, trials, scores)
+    >>> loaded_trials, loaded_scores = load_trial_scores(path)
+    >>> loaded_trials["label"].tolist(), loaded_trials["test_speaker"].tolist()
+    ([True, False], ['a', 'b'])
+    >>> loaded_scores["hybrid/0/clean"].tolist()  # float16: ~3 digits
+    [0.8125, -0.0999755859375]
+    """
+    arrays = _trial_arrays(trials)
+    n_trials = arrays["label"].size
+    members = {f"trials/{field}": arrays[field] for field in TRIAL_FIELDS}
+    members["format_version"] = np.array(_FORMAT_VERSION)
+    if not scores:
+        raise ValueError("scores is empty; nothing to save")
+    for key, values in scores.items():
+        name = _as_key(key)
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (n_trials,):
+            raise ValueError(
+                f"scores of {name} have shape {values.shape}, the trials "
+                f"({n_trials},)"
+            )
+        if not np.isfinite(values).all():
+            raise ValueError(f"scores of {name} are not all finite")
+        with np.errstate(over="ignore"):
+            stored = values.astype(np.float16)
+        if not np.isfinite(stored).all():
+            raise ValueError(
+                f"scores of {name} exceed float16's range (max "
+                f"{float(np.abs(values).max()):g}); rescale them"
+            )
+        if f"scores/{name}" in members:
+            raise ValueError(f"two score keys name the run {name}")
+        members[f"scores/{name}"] = stored
+    np.savez_compressed(path, **members)
+
+
+def load_trial_scores(path):
+    """Reads a file written by :func:`save_trial_scores`.
+
+    Arguments
+    ---------
+    path : str
+        The ``.npz`` file.
+
+    Returns
+    -------
+    trials : dict
+        ``enrol``, ``test``, ``enrol_speaker``, ``test_speaker`` (str
+        arrays) and ``label`` (bool array), one entry per trial.
+    scores : dict
+        ``"system/seed/condition"`` -> float32 scores (the stored float16
+        values exactly), in key order of the file.
+
+    Raises
+    ------
+    ValueError
+        If the file lacks trial fields or has an unknown format version.
+    """
+    with np.load(os.fspath(path), allow_pickle=False) as archive:
+        names = list(archive.keys())
+        version = (
+            int(archive["format_version"])
+            if "format_version" in names
+            else None
+        )
+        if version != _FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: format version {version}, expected "
+                f"{_FORMAT_VERSION}; not a file of save_trial_scores?"
+            )
+        missing = [f for f in TRIAL_FIELDS if f"trials/{f}" not in names]
+        if missing:
+            raise ValueError(f"{path}: lacks trial fields {missing}")
+        trials = {field: archive[f"trials/{field}"] for field in TRIAL_FIELDS}
+        scores = {
+            name[len("scores/") :]: archive[name].astype(np.float32)
+            for name in names
+            if name.startswith("scores/")
+        }
+    return trials, scores
