@@ -40,6 +40,8 @@ class ResemblyzerEncoder:
 
     Example
     -------
+    >>> import pytest  # resemblyzer is a benchmark-only dependency
+    >>> _ = pytest.importorskip("resemblyzer")
     >>> encoder = ResemblyzerEncoder()
     >>> wavs = 0.1 * torch.randn(2, 16000)
     >>> emb = encoder.encode_batch(wavs, torch.tensor([1.0, 0.5]))
