@@ -13,7 +13,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    """A wheel of the repository, built offline."""
+    """A wheel of the repository, built offline.
+
+    A failed build fails the tests instead of skipping them: a package
+    that cannot be built is the defect these tests exist to catch.
+    """
     out = tmp_path_factory.mktemp("wheel")
     try:
         subprocess.run(
@@ -34,8 +38,12 @@ def wheel(tmp_path_factory):
             timeout=300,
         )
     except subprocess.CalledProcessError as error:
-        pytest.skip(f"cannot build a wheel here: {error.stderr[-300:]}")
-    return glob.glob(str(out / "*.whl"))[0]
+        stderr = error.stderr.decode(errors="replace")
+        pytest.fail(f"pip wheel failed (exit {error.returncode}):\n{stderr}")
+    wheels = glob.glob(str(out / "*.whl"))
+    if len(wheels) != 1:
+        pytest.fail(f"pip wheel wrote {wheels} instead of one wheel")
+    return wheels[0]
 
 
 def test_wheel_ships_the_inference_template(wheel):
