@@ -23,6 +23,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from speechbrain_ext import output_checks
 from speechbrain_ext.audio import AudioError, audio_info, load_audio
 from speechbrain_ext.augment.bank import load_waveform_bank
 from speechbrain_ext.data import (
@@ -766,21 +767,29 @@ def test_check_writable_creates_the_folder_and_leaves_nothing(tmp_path):
     assert folder.is_dir() and os.listdir(folder) == []
 
 
-@pytest.mark.skipif(
-    hasattr(os, "geteuid") and os.geteuid() == 0,
-    reason="root writes to read-only folders anyway",
-)
-def test_check_writable_read_only_folder(tmp_path):
+def test_check_writable_read_only_folder(tmp_path, monkeypatch):
+    # Root writes to a chmod-ed read-only folder anyway (and CI runs as
+    # root), so the kernel's refusal is raised where the probe is created.
     folder = tmp_path / "locked"
     folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(
-            PermissionError, match=f"cannot write to output folder {folder}"
-        ):
-            check_writable(str(folder))
-    finally:
-        folder.chmod(0o700)
+    real_probe = output_checks.tempfile.NamedTemporaryFile
+
+    def refused_probe(*args, dir=None, **kwargs):
+        if dir == str(folder):
+            raise PermissionError(
+                errno.EACCES, os.strerror(errno.EACCES), f"{dir}/.probe-x"
+            )
+        return real_probe(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(
+        output_checks.tempfile, "NamedTemporaryFile", refused_probe
+    )
+    with pytest.raises(
+        PermissionError, match=f"cannot write to output folder {folder}"
+    ) as err:
+        check_writable(str(folder))
+    assert err.value.errno == errno.EACCES
+    assert "fix its permissions" in str(err.value)
 
 
 def test_check_writable_folder_inside_a_file(tmp_path):
