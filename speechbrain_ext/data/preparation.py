@@ -475,6 +475,16 @@ def is_prepared(save_folder, options, outputs):
     True
     >>> is_prepared(folder, {"seed": 2}, [])
     False
+
+    A corrupt options file means "not prepared", with a warning naming it:
+
+    >>> with open(f"{folder}/{OPTIONS_FILE}", "w") as f:
+    ...     _ = f.write('{"seed": ')
+    >>> caplog = getfixture("caplog")
+    >>> is_prepared(folder, {"seed": 1}, [])
+    False
+    >>> print(caplog.messages[-1])  # doctest: +ELLIPSIS
+    ignoring corrupt preparation options .../prepare_options.json (...)...
     """
     saved = os.path.join(save_folder, OPTIONS_FILE)
     if not all(
@@ -485,7 +495,14 @@ def is_prepared(save_folder, options, outputs):
     with open(saved, encoding="utf-8") as f:
         try:
             previous = json.load(f)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            # Preparing again is the right outcome, but a damaged file
+            # (e.g. a run killed while writing it) should not go unnoticed.
+            logger.warning(
+                "ignoring corrupt preparation options %s (%s); preparing again",
+                saved,
+                err,
+            )
             return False
     return previous == json.loads(json.dumps(options))
 
