@@ -85,6 +85,7 @@ from hyperpyyaml import load_hyperpyyaml
 import speechbrain as sb
 from bench.machine import machine_info, write_report
 from bench.stats import timing_summary
+from speechbrain.utils.logger import get_logger
 from speechbrain_ext.augment.bank import ensure_bank_csv
 from speechbrain_ext.brain import TaskBrain
 from speechbrain_ext.data.demo_corpus import generate_demo_corpus
@@ -95,6 +96,8 @@ from speechbrain_ext.data.pipelines import (
     audio_pipelines,
     speaker_loader_options,
 )
+
+logger = get_logger(__name__)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "CNCeleb")
@@ -547,13 +550,29 @@ class GpuUtilisation:
         self._thread = None
 
     def _probe(self):
-        """Names the first reader that answers, or None."""
+        """Names the first reader that answers, or None.
+
+        Each reader's failure is logged, since a report without GPU
+        utilisation should say why: as info when a later reader works,
+        as a warning naming every error when none does.
+        """
+        errors = []
         for source in ("nvml", "nvidia-smi"):
             try:
                 self._read(source)
-                return source
-            except Exception:  # module missing, NVML or binary unusable
+            except Exception as err:  # module missing, NVML or binary unusable
+                errors.append(f"{source}: {type(err).__name__}: {err}")
                 continue
+            if errors:
+                logger.info(
+                    "GPU utilisation read with %s (%s)", source, errors[0]
+                )
+            return source
+        logger.warning(
+            "GPU utilisation of %s will not be sampled: %s",
+            self.device,
+            "; ".join(errors),
+        )
         return None
 
     def _read(self, source):
