@@ -77,27 +77,49 @@ from speechbrain_ext.scoring.plots import plot_eer_vs_sir
 from speechbrain_ext.verification import read_trial_file, verify_trials
 
 SYSTEMS = (
-    "csc",
-    "simclr",
-    "csc_finetune",
-    "aam_softmax_labelled",
     "aam_softmax_csc",
     "aam_softmax",
+    "aam_softmax_mixup",
+    "csc",
+    "simclr",
+    "aam_softmax_csc_separation",
+    "aam_softmax_csc_information",
+    "csc_finetune",
+    "aam_softmax_labelled",
+    "aam_softmax_same_views",
 )
 LABELS = {
     "csc": "(a) CSC, self-supervised",
     "simclr": "(b) SimCLR, self-supervised",
     "csc_finetune": "(c) CSC + AAM-softmax fine-tuning",
     "aam_softmax_labelled": "(d) AAM-softmax, (c)'s labelled epochs",
-    "aam_softmax_csc": "(e) AAM-softmax + CSC auxiliary",
-    "aam_softmax": "(f) AAM-softmax alone, (e)'s views",
+    "aam_softmax_csc": "(e) AAM-softmax recipe + CSC auxiliary",
+    "aam_softmax": "(f) AAM-softmax recipe",
+    "aam_softmax_same_views": "(g) AAM-softmax on CSC's interfered views",
+    "aam_softmax_mixup": "(h) AAM-softmax recipe + margin-mixup",
+    "aam_softmax_csc_separation": "(e1) recipe + CSC separation only",
+    "aam_softmax_csc_information": "(e2) recipe + CSC information only",
 }
 # (system, baseline): the comparisons the benchmark exists for.
 PAIRS = (
     ("csc", "simclr"),
     ("csc_finetune", "aam_softmax_labelled"),
     ("aam_softmax_csc", "aam_softmax"),
+    ("aam_softmax_csc", "aam_softmax_mixup"),
+    ("aam_softmax_mixup", "aam_softmax"),
+    ("aam_softmax_csc_separation", "aam_softmax"),
+    ("aam_softmax_csc_information", "aam_softmax"),
+    ("aam_softmax_same_views", "aam_softmax"),
 )
+# Ablations of the auxiliary CSC loss: which weights are set to 0.
+ABLATIONS = {
+    "aam_softmax_csc_separation": {
+        "information_weight": 0.0,
+        "variance_weight": 0.0,
+        "covariance_weight": 0.0,
+    },
+    "aam_softmax_csc_information": {"beta": 0.0},
+}
 CONDITIONS_RECORD = "bench_conditions.json"
 
 # Fixed before any run (never tuned on the trials). The data and model of
@@ -121,13 +143,7 @@ DEFAULT = {
     "embeddings_per_view": 32,
 }
 SSL_LR = {"lr": 0.0005}
-CSC_HEAD = {
-    "n_prototypes": 1024,
-    "head_hidden_size": 512,
-    "head_bottleneck_size": 128,
-    "mask_channels": 64,
-    "teacher_momentum": 0.99,
-}
+CSC_HEAD = {"mask_channels": 64}
 QUICK = dict(
     DEFAULT,
     channels=[16, 16, 16, 16, 48],
@@ -140,13 +156,7 @@ QUICK = dict(
     max_utts_per_speaker=8,
     n_speakers=30,
 )
-QUICK_HEAD = dict(
-    CSC_HEAD,
-    n_prototypes=128,
-    head_hidden_size=64,
-    head_bottleneck_size=32,
-    mask_channels=16,
-)
+QUICK_HEAD = dict(CSC_HEAD, mask_channels=16)
 
 
 def system_plan(system, seed, args, out, head=None):
@@ -177,9 +187,13 @@ def system_plan(system, seed, args, out, head=None):
     ('aam_softmax', 1, {})
     >>> system_plan("csc_finetune", 1, args, "out")[2]
     {'pretrained_encoder': 'out/runs/csc/1/export'}
-    >>> objective, epochs, extra = system_plan("aam_softmax", 1, args, "o")
-    >>> objective, epochs, extra["csc_weight"]
-    ('aam_softmax_csc', 3, 0.0)
+    >>> system_plan("aam_softmax", 1, args, "o")
+    ('aam_softmax', 3, {})
+    >>> objective, epochs, extra = system_plan(
+    ...     "aam_softmax_same_views", 1, args, "o"
+    ... )
+    >>> objective, epochs, extra["csc_weight"], extra["speaker_views"]
+    ('aam_softmax_csc', 3, 0.0, None)
     """
     head = CSC_HEAD if head is None else head
     total = args.ssl_epochs + args.finetune_epochs
@@ -198,8 +212,15 @@ def system_plan(system, seed, args, out, head=None):
         return "aam_softmax", args.finetune_epochs, {}
     if system == "aam_softmax_csc":
         return "aam_softmax_csc", total, dict(head)
+    if system in ABLATIONS:
+        return "aam_softmax_csc", total, dict(head, **ABLATIONS[system])
     if system == "aam_softmax":
-        return "aam_softmax_csc", total, dict(head, csc_weight=0.0)
+        return "aam_softmax", total, {}
+    if system == "aam_softmax_mixup":
+        return "aam_softmax_mixup", total, {}
+    if system == "aam_softmax_same_views":
+        extra = dict(head, csc_weight=0.0, speaker_views=None)
+        return "aam_softmax_csc", total, extra
     raise ValueError(f"unknown system {system!r}; expected one of {SYSTEMS}")
 
 
@@ -337,14 +358,19 @@ def learning_curves(out, seeds, systems, ssl_epochs):
     return curves
 
 
+# Training-set monitors (means over the epoch's batches) and validation
+# monitors (the I(z; g) estimate and its shuffled control).
 MONITORS = (
-    "loss_information",
-    "loss_teacher_entropy",
-    "loss_teacher_marginal_entropy",
+    "loss_invariance",
+    "loss_variance",
+    "loss_covariance",
     "loss_emb_std",
     "loss_emb_rank",
     "loss_separation",
+    "loss_speaker",
 )
+VALID_MONITORS = ("loss_information", "loss_information_shuffled")
+CSC_SYSTEMS = ("csc", "aam_softmax_csc", *ABLATIONS)
 
 
 def collapse_monitors(out, seeds, systems):
@@ -354,7 +380,7 @@ def collapse_monitors(out, seeds, systems):
     """
     monitors = {}
     for system in systems:
-        if system not in ("csc", "aam_softmax_csc"):
+        if system not in CSC_SYSTEMS:
             continue
         monitors[system] = {}
         for seed in seeds:
@@ -368,6 +394,11 @@ def collapse_monitors(out, seeds, systems):
                         name: record["train"][name]
                         for name in MONITORS
                         if name in record["train"]
+                    },
+                    **{
+                        name: record["valid"][name]
+                        for name in VALID_MONITORS
+                        if name in record.get("valid", {})
                     },
                 }
                 for record in records

@@ -38,6 +38,7 @@ RECIPE = os.path.join(REPO, "recipes", "CNCeleb")
 # Objective -> (hparams file, overrides selecting it, uses the P x K sampler).
 OBJECTIVES = {
     "aam_softmax": ("aam_softmax.yaml", {}, False),
+    "aam_softmax_mixup": ("aam_softmax_mixup.yaml", {}, False),
     "supcon": ("supcon.yaml", {}, True),
     "aamsupcon": ("aamsupcon.yaml", {"aam_softmax_weight": 0.0}, True),
     "hybrid": ("aamsupcon.yaml", {}, True),

@@ -53,6 +53,11 @@ import logging
 import torch
 
 import speechbrain as sb
+from speechbrain_ext.distributed import gather_for_metrics
+from speechbrain_ext.losses.information import (
+    gaussian_information,
+    shuffled_partners,
+)
 
 __all__ = ["NonFiniteLoss", "RobustBrain", "TaskBrain"]
 
@@ -250,15 +255,60 @@ class TaskBrain(RobustBrain):
     each optimizer step the task may update state that follows the weights
     (e.g. CSC's exponential-moving-average teacher), and the terms it
     reports are logged with the modules'.
+
+    A task with an ``information_pairs`` method (CSC) also returns, for
+    every validation batch, the (z, g) pairs of interfered views of its
+    crops; :meth:`information_stats` turns them into the estimate of
+    I(z; g) the training log reports, with its shuffled control.
     """
+
+    # Seeds the shuffled pairing, so that it is the same every epoch.
+    SHUFFLE_SEED = 0
 
     def compute_forward(self, batch, stage):
         """Training outputs of the task, or embeddings for other stages."""
         batch = batch.to(self.device)
         wavs, lens = batch.sig
+        task = self.hparams.task
         if stage == sb.Stage.TRAIN:
-            return self.hparams.task.forward(self.modules, wavs, lens)
-        return self.hparams.task.embed(self.modules, wavs, lens)
+            return task.forward(self.modules, wavs, lens)
+        if stage == sb.Stage.VALID and hasattr(task, "information_pairs"):
+            pairs = task.information_pairs(self.modules, wavs, lens)
+            if pairs is not None:
+                self.information_pairs.append(pairs)
+        return task.embed(self.modules, wavs, lens)
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the accumulators and the validation (z, g) pairs."""
+        super().on_stage_start(stage, epoch)
+        self.information_pairs = []
+
+    def information_stats(self):
+        """Estimated I(z; g) of this stage's validation pairs, in nats.
+
+        Returns
+        -------
+        dict
+            ``loss_information``: the held-out Gaussian estimate
+            (:func:`~speechbrain_ext.losses.information.gaussian_information`)
+            on the matched pairs; ``loss_information_shuffled``: the same
+            with every g paired with another target's z, which stays near
+            0 whatever the model. Empty when the task collects no pairs.
+        """
+        if not self.information_pairs:
+            return {}
+        z = gather_for_metrics(
+            torch.cat([z for z, _ in self.information_pairs])
+        )
+        g = gather_for_metrics(
+            torch.cat([g for _, g in self.information_pairs])
+        )
+        generator = torch.Generator().manual_seed(self.SHUFFLE_SEED)
+        shuffled = shuffled_partners(g.cpu(), generator)
+        return {
+            "loss_information": gaussian_information(z, g),
+            "loss_information_shuffled": gaussian_information(z, shuffled),
+        }
 
     def compute_objectives(self, outputs, batch, stage):
         """The task's loss (with the speaker labels if it reads them)."""

@@ -127,6 +127,11 @@ class SupervisedEmbeddingTask(EmbeddingTask):
         Augmenter ``(wavs, lens) -> (views, view_lens)`` with a
         ``replicate_labels`` method (SpeechBrain's ``Augmenter``). None
         trains on the clean batch alone.
+    mixup : callable, optional
+        :class:`~speechbrain_ext.augment.WaveformMixup`: mixes view rows
+        with each other after ``views``; the objective (AAM-softmax) is
+        then called with each row's partner label and weight
+        (margin-mixup).
 
     Example
     -------
@@ -140,14 +145,22 @@ class SupervisedEmbeddingTask(EmbeddingTask):
 
     needs_speaker_labels = True
 
-    def __init__(self, views=None):
+    def __init__(self, views=None, mixup=None):
         self.views = views
+        self.mixup = mixup
 
     def forward(self, modules, wavs, lens):
-        """Returns ``{"embeddings": [views * batch, 1, dim]}``."""
+        """Returns ``{"embeddings": [views * batch, 1, dim]}`` (and, with
+        mixup, each row's ``partner`` index and weight ``lam``)."""
         if self.views is not None:
             wavs, lens = _views_of(self.views, wavs, lens)
-        return {"embeddings": self.embed(modules, wavs, lens)}
+        outputs = {}
+        if self.mixup is not None:
+            wavs, lens, outputs["partner"], outputs["lam"] = self.mixup(
+                wavs, lens
+            )
+        outputs["embeddings"] = self.embed(modules, wavs, lens)
+        return outputs
 
     def loss(self, modules, outputs, labels=None):
         """Applies the objective with each view's speaker label."""
@@ -155,7 +168,15 @@ class SupervisedEmbeddingTask(EmbeddingTask):
             raise ValueError("a supervised task needs the speaker labels")
         if self.views is not None:
             labels = self.views.replicate_labels(labels)
-        return modules.objective(outputs["embeddings"], labels)
+        if "partner" not in outputs:
+            return modules.objective(outputs["embeddings"], labels)
+        labels = labels.view(-1)
+        return modules.objective(
+            outputs["embeddings"],
+            labels,
+            partner_labels=labels[outputs["partner"]],
+            weights=outputs["lam"],
+        )
 
 
 class ViewContrastTask(EmbeddingTask):
@@ -221,22 +242,34 @@ class SeparativeCodingTask(EmbeddingTask):
     4. the aggregator (:class:`~speechbrain_ext.lobes.CrossViewAttention`)
        attends to the *other* views of the crop (their frames, or their
        embeddings) and returns the global speaker vector g_v;
-    5. the teacher (:class:`~speechbrain_ext.lobes.EMATeacher`, a moving
-       average of encoder, aggregator and head) computes the same z_v and
-       g_v without gradient;
-    6. the objective (:class:`~speechbrain_ext.losses.CSCLoss`) makes the
-       student's z_v predict the teacher's g_v and the student's g_v
-       predict the teacher's z_v over the prototypes of ``csc_head``, and
-       adds the separation loss.
+    5. the objective maximises the information shared by z_v and g_v and
+       adds the separation loss. Which information term runs is the
+       hparams' choice, by the modules they give:
+
+       - without a ``teacher`` module,
+         :class:`~speechbrain_ext.losses.CSCInfoMaxLoss` is called as
+         ``objective(z, g, estimate, target, lengths)`` (VICReg between z
+         and g, the default);
+       - with a ``teacher`` (:class:`~speechbrain_ext.lobes.EMATeacher`, a
+         moving average of encoder, aggregator and ``csc_head``), the
+         teacher computes the same z_v and g_v without gradient and
+         :class:`~speechbrain_ext.losses.CSCLoss` makes the student's z_v
+         predict the teacher's g_v and the student's g_v the teacher's
+         z_v over the prototypes of ``csc_head`` (self-distillation).
 
     Neither side of a pair ever sees the other side's view, so the
     objective can only be met with what the views share: the speaker. No
     label is read and no negative is drawn.
 
+    For the training log, :meth:`information_pairs` computes (z, g) of
+    interfered views of validation crops, from which the Brain estimates
+    I(z; g) and the same with shuffled partners
+    (:func:`~speechbrain_ext.losses.information.gaussian_information`).
+
     Modules used: ``compute_features``, ``mean_var_norm``,
     ``embedding_model`` (a ``SeparativeEncoder``), ``aggregator``,
-    ``csc_head`` (a ``PrototypeHead``), ``teacher`` (following those three)
-    and ``csc_objective`` (the loss; ``objective`` when absent).
+    ``csc_objective`` (the loss; ``objective`` when absent) and, for
+    self-distillation, ``csc_head`` and ``teacher``.
 
     Arguments
     ---------
@@ -246,6 +279,10 @@ class SeparativeCodingTask(EmbeddingTask):
     memory : str
         What the aggregator attends to: ``"frames"`` (the other views'
         trunk frames, default) or ``"embeddings"`` (their z).
+    monitor_samples : int, optional
+        Crop length (samples) of the validation information monitor,
+        normally the training crop; None: the shortest utterance of each
+        validation batch.
 
     Example
     -------
@@ -291,12 +328,19 @@ class SeparativeCodingTask(EmbeddingTask):
     (torch.Size([24, 16]), torch.Size([12, 26, 20]))
     >>> task.loss(modules, outputs).shape
     torch.Size([])
+    >>> z, g = task.information_pairs(
+    ...     modules, torch.randn(6, 8000), torch.ones(6)
+    ... )
+    >>> z.shape, g.shape  # targets, views, dim
+    (torch.Size([6, 2, 4]), torch.Size([6, 2, 4]))
     """
 
     MEMORIES = ("frames", "embeddings")
     TEACHER_STUDENTS = ("embedding_model", "aggregator", "csc_head")
+    # Shortest validation crop (samples) the information monitor embeds.
+    MIN_MONITOR_SAMPLES = 4000
 
-    def __init__(self, views, memory="frames"):
+    def __init__(self, views, memory="frames", monitor_samples=None):
         if memory not in self.MEMORIES:
             raise ValueError(
                 f"memory must be one of {self.MEMORIES}, got {memory!r}"
@@ -310,6 +354,7 @@ class SeparativeCodingTask(EmbeddingTask):
             )
         self.views = views
         self.memory = memory
+        self.monitor_samples = monitor_samples and int(monitor_samples)
 
     @property
     def n_views(self):
@@ -352,7 +397,7 @@ class SeparativeCodingTask(EmbeddingTask):
         return stack_views(g)
 
     def forward(self, modules, wavs, lens):
-        """Student and teacher logits, separation estimate and target."""
+        """z, g, separation estimate and target (and teacher logits)."""
         normalised, view_lens, target = self.interfered_features(
             modules, wavs, lens
         )
@@ -361,7 +406,21 @@ class SeparativeCodingTask(EmbeddingTask):
         g = self.global_vectors(
             modules.aggregator, heads["frames"], z, view_lens
         )
-        student_logits = modules.csc_head(torch.cat([z, g]))
+        outputs = {
+            "z": z,
+            "g": g,
+            "estimate": heads["estimate"],
+            "target": target,
+            "lengths": view_lens,
+        }
+        if "teacher" in modules:
+            outputs.update(
+                self.distillation_logits(modules, normalised, view_lens, z, g)
+            )
+        return outputs
+
+    def distillation_logits(self, modules, normalised, view_lens, z, g):
+        """Student logits of [z; g] and the teacher's of [g; z]."""
         with torch.no_grad():
             teacher = modules.teacher
             encoder = teacher["embedding_model"]
@@ -378,26 +437,57 @@ class SeparativeCodingTask(EmbeddingTask):
                 torch.cat([teacher_g, teacher_z])
             )
         return {
-            "z": z,
-            "student_logits": student_logits,
+            "student_logits": modules.csc_head(torch.cat([z, g])),
             "teacher_logits": teacher_logits,
-            "estimate": heads["estimate"],
-            "target": target,
-            "lengths": view_lens,
         }
 
+    @torch.no_grad()
+    def information_pairs(self, modules, wavs, lens):
+        """(z, g), each ``[targets, views, dim]``, of validation crops.
+
+        Every utterance of the batch is cut to the same crop (the training
+        crop ``monitor_samples``, or the batch's shortest utterance if
+        shorter) and turned into interfered views as in training; the
+        student embeds them and aggregates g from the other views. Returns
+        None for a batch too small or too short to say anything.
+        """
+        n_samples = (lens * wavs.shape[1]).round().long()
+        crop = int(n_samples.min())
+        if self.monitor_samples:
+            crop = min(crop, self.monitor_samples)
+        if len(wavs) < 2 or crop < self.MIN_MONITOR_SAMPLES:
+            return None
+        wavs = wavs[:, :crop]
+        lens = torch.ones(len(wavs), device=wavs.device)
+        normalised, view_lens, _ = self.interfered_features(
+            modules, wavs, lens, separation_target=False
+        )
+        heads = modules.embedding_model(normalised, view_lens, separate=True)
+        z = heads["embedding"].squeeze(1)
+        g = self.global_vectors(
+            modules.aggregator, heads["frames"], z, view_lens
+        )
+        return (
+            unstack_views(z, self.n_views).float(),
+            unstack_views(g, self.n_views).float(),
+        )
+
     def csc_loss(self, modules, outputs):
-        """Distillation cross-entropy + beta * separation loss."""
+        """Information term + beta * separation loss."""
         objective = getattr(modules, "csc_objective", None)
         if objective is None:
             objective = modules.objective
+        separation = (outputs["estimate"], outputs["target"])
+        if "teacher_logits" in outputs:
+            return objective(
+                outputs["student_logits"],
+                outputs["teacher_logits"],
+                *separation,
+                outputs["lengths"],
+                embeddings=outputs["z"],
+            )
         return objective(
-            outputs["student_logits"],
-            outputs["teacher_logits"],
-            outputs["estimate"],
-            outputs["target"],
-            outputs["lengths"],
-            embeddings=outputs["z"],
+            outputs["z"], outputs["g"], *separation, outputs["lengths"]
         )
 
     def loss(self, modules, outputs, labels=None):
@@ -405,21 +495,28 @@ class SeparativeCodingTask(EmbeddingTask):
         return self.csc_loss(modules, outputs)
 
     def on_optimizer_step(self, modules):
-        """Moves the teacher toward the student."""
-        modules.teacher.update(modules)
+        """Moves the teacher (if any) toward the student."""
+        if "teacher" in modules:
+            modules.teacher.update(modules)
 
 
 class SupervisedSeparativeTask(SeparativeCodingTask):
-    """A speaker objective plus ``csc_weight`` times CSC on the same views.
+    """A speaker objective plus ``csc_weight`` times CSC as an auxiliary.
 
-    What a user with labels runs: every interfered view keeps its
-    utterance's speaker label for ``objective`` (e.g. AAM-softmax), and
-    the CSC loss of :class:`SeparativeCodingTask` (``csc_objective``) is
-    added as an auxiliary term, so the encoder is also trained to agree
-    across interfering conditions and to separate the target. With
-    ``csc_weight`` 0 the CSC part is not computed at all: the same views,
-    model and labels train the speaker objective alone, the baseline of
-    an ablation.
+    What a user with labels runs. The speaker objective (``objective``,
+    e.g. AAM-softmax) sees either
+
+    - ``speaker_views`` (SpeechBrain's ``Augmenter``, e.g. the clean crop
+      and an augmented copy of it, as ``aam_softmax.yaml`` trains): the
+      standard recipe, untouched, with CSC added on the interfered views
+      of the same crops. This is how CSC is meant to be used: the recipe
+      keeps what it does and the encoder is also trained to agree across
+      interfering conditions and to separate the target; or
+    - when ``speaker_views`` is None, the interfered CSC views themselves,
+      each with its utterance's label (an ablation: the speaker objective
+      then never sees a clean view).
+
+    With ``csc_weight`` 0 the CSC part is not computed at all.
 
     Arguments
     ---------
@@ -429,6 +526,11 @@ class SupervisedSeparativeTask(SeparativeCodingTask):
         As for :class:`SeparativeCodingTask`.
     csc_weight : float
         Weight alpha of the CSC loss.
+    speaker_views : callable, optional
+        Augmenter ``(wavs, lens) -> (views, view_lens)`` with a
+        ``replicate_labels`` method, for the speaker objective.
+    monitor_samples : int, optional
+        As for :class:`SeparativeCodingTask`.
 
     Attributes
     ----------
@@ -451,35 +553,56 @@ class SupervisedSeparativeTask(SeparativeCodingTask):
 
     needs_speaker_labels = True
 
-    def __init__(self, views, memory="frames", csc_weight=1.0):
-        super().__init__(views, memory)
+    def __init__(
+        self,
+        views,
+        memory="frames",
+        csc_weight=1.0,
+        speaker_views=None,
+        monitor_samples=None,
+    ):
+        super().__init__(views, memory, monitor_samples)
         if csc_weight < 0:
             raise ValueError(f"csc_weight must be >= 0, got {csc_weight}")
         self.csc_weight = float(csc_weight)
+        self.speaker_views = speaker_views
         self.last_term_tensors = {}
 
     def forward(self, modules, wavs, lens):
-        """As :class:`SeparativeCodingTask`, or only z with weight 0."""
+        """CSC's outputs (unless off) and the speaker views' embeddings."""
+        outputs = {}
         if self.csc_weight > 0:
-            return super().forward(modules, wavs, lens)
-        normalised, view_lens, _ = self.interfered_features(
-            modules, wavs, lens, separation_target=False
-        )
-        z = modules.embedding_model(normalised, view_lens).squeeze(1)
-        return {"z": z}
+            outputs = super().forward(modules, wavs, lens)
+        if self.speaker_views is not None:
+            views, view_lens = _views_of(self.speaker_views, wavs, lens)
+            outputs["speaker_embeddings"] = self.embed(
+                modules, views, view_lens
+            )
+        elif "z" not in outputs:
+            normalised, view_lens, _ = self.interfered_features(
+                modules, wavs, lens, separation_target=False
+            )
+            z = modules.embedding_model(normalised, view_lens).squeeze(1)
+            outputs["z"] = z
+        return outputs
 
     def loss(self, modules, outputs, labels=None):
-        """objective(z, labels) + csc_weight * CSC loss."""
+        """objective(speaker views, labels) + csc_weight * CSC loss."""
         if labels is None:
             raise ValueError("a supervised task needs the speaker labels")
-        labels = self.views.replicate_labels(labels)
-        speaker = modules.objective(outputs["z"].unsqueeze(1), labels)
+        if self.speaker_views is not None:
+            embeddings = outputs["speaker_embeddings"]
+            labels = self.speaker_views.replicate_labels(labels)
+        else:
+            embeddings = outputs["z"].unsqueeze(1)
+            labels = self.views.replicate_labels(labels)
+        speaker = modules.objective(embeddings, labels)
         self.last_term_tensors = {"speaker": speaker.detach()}
         if self.csc_weight == 0:
             return speaker
         return speaker + self.csc_weight * self.csc_loss(modules, outputs)
 
     def on_optimizer_step(self, modules):
-        """Moves the teacher, unless CSC is off."""
+        """Moves the teacher (if any), unless CSC is off."""
         if self.csc_weight > 0:
             super().on_optimizer_step(modules)

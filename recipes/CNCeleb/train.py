@@ -96,7 +96,7 @@ class SpeakerEmbeddingBrain(TaskBrain):
         if stage == sb.Stage.TRAIN:
             self.train_stats = self.train_stage_stats(stage_loss)
             return
-        stats = self._validation_eer()
+        stats = {**self._validation_eer(), **self.information_stats()}
         if stage == sb.Stage.VALID:
             old_lr, new_lr = self.hparams.lr_annealing(epoch)
             sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)

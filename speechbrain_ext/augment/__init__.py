@@ -15,6 +15,8 @@ the valid samples (see :mod:`.mixing`).
 * :class:`InterferedViews` - several interfered views of each clean
   utterance plus the clean target, for contrastive separative coding.
 * :func:`mix_at_ratio` - the exact-ratio mixing they share.
+* :class:`WaveformMixup` - mixes utterances of a batch with each other,
+  for margin-mixup.
 """
 
 from speechbrain_ext.augment.bank import WaveformBank, load_waveform_bank
@@ -23,6 +25,7 @@ from speechbrain_ext.augment.interference import (
     InterferingTalker,
 )
 from speechbrain_ext.augment.mixing import mix_at_ratio, mix_in_region
+from speechbrain_ext.augment.mixup import WaveformMixup
 from speechbrain_ext.augment.noise import AddNoiseBank, generate_noise_bank
 from speechbrain_ext.augment.reverb import AddReverbBank, simulate_rirs
 
@@ -32,6 +35,7 @@ __all__ = [
     "InterferedViews",
     "InterferingTalker",
     "WaveformBank",
+    "WaveformMixup",
     "generate_noise_bank",
     "load_waveform_bank",
     "mix_at_ratio",

@@ -15,9 +15,12 @@ which objective it has.
 The self-supervised CSC objective is the exception: it compares each
 view's representation with its global speaker vector (and the mask head's
 estimate with the clean target), so it is called as
-``loss = CSCLoss(...)(z, g, estimate, target, lengths)``.
+``loss = CSCInfoMaxLoss(...)(z, g, estimate, target, lengths)``.
 
-* :class:`CSCLoss` - -I_G(z; g) + beta * separation loss.
+* :class:`CSCInfoMaxLoss` - VICReg between z and g (an information
+  lower bound, no negatives) + beta * separation loss; the default.
+* :class:`CSCLoss` - self-distillation (DINO) over prototypes + beta *
+  separation loss.
 
 The shape helpers all of them share live in
 :mod:`speechbrain_ext.losses.shapes`: :func:`flatten_batch`,
@@ -27,6 +30,7 @@ The shape helpers all of them share live in
 from speechbrain_ext.losses.aam_softmax import AAMSoftmaxLoss
 from speechbrain_ext.losses.aam_supcon import AAMSupConLoss
 from speechbrain_ext.losses.csc import CSCLoss
+from speechbrain_ext.losses.csc_infomax import CSCInfoMaxLoss
 from speechbrain_ext.losses.ntxent import NTXentLoss
 from speechbrain_ext.losses.shapes import (
     NORM_EPS,
@@ -40,6 +44,7 @@ from speechbrain_ext.losses.weighted_sum import WeightedLossSum
 __all__ = [
     "AAMSoftmaxLoss",
     "AAMSupConLoss",
+    "CSCInfoMaxLoss",
     "CSCLoss",
     "NORM_EPS",
     "NTXentLoss",

@@ -150,8 +150,17 @@ class AAMSoftmaxLoss(torch.nn.Module):
             return cosine.unsqueeze(1)
         return classifier(embeddings.unsqueeze(1))
 
-    def forward(self, embeddings, labels):
+    def forward(self, embeddings, labels, partner_labels=None, weights=None):
         """Computes the loss of one batch.
+
+        With ``partner_labels`` and ``weights`` (margin-mixup, see
+        :class:`~speechbrain_ext.augment.WaveformMixup`), row i is a
+        mixture weighted ``lam_i`` toward ``labels[i]`` = a and ``1 -
+        lam_i`` toward ``partner_labels[i]`` = b: the logit of a becomes
+        s * cos(theta_a + lam_i * m), that of b s * cos(theta_b + (1 -
+        lam_i) * m), and the loss is ``-lam_i log p_a - (1 - lam_i) log
+        p_b``. A row with ``lam_i = 1`` (or a = b) gets the ordinary AAM
+        target.
 
         Arguments
         ---------
@@ -160,11 +169,28 @@ class AAMSoftmaxLoss(torch.nn.Module):
         labels : torch.Tensor
             Integer speaker indices in ``[0, n_classes)``, ``[N]`` or
             ``[N, 1]``.
+        partner_labels : torch.Tensor, optional
+            ``[N]`` speaker of each row's mixing partner.
+        weights : torch.Tensor, optional
+            ``[N]`` mixing weight of ``labels`` (lam).
 
         Returns
         -------
         torch.Tensor
             The scalar loss, float32.
+
+        Example
+        -------
+        A mixture weighted 1 toward its own speaker is the ordinary loss.
+
+        >>> loss = AAMSoftmaxLoss(input_size=8, n_classes=5)
+        >>> embeddings, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 3])
+        >>> plain = loss(embeddings, labels)
+        >>> mixed = loss(
+        ...     embeddings, labels, torch.tensor([1, 2, 3, 0]), torch.ones(4)
+        ... )
+        >>> torch.allclose(plain, mixed, atol=1e-4)
+        True
         """
         embeddings, labels = flatten_batch(embeddings, labels)
         self._use_margin(self.current_margin)
@@ -177,6 +203,25 @@ class AAMSoftmaxLoss(torch.nn.Module):
                     f"labels must lie in [0, {n_classes}) (the classifier's "
                     f"classes), got values in [{lowest}, {highest}]"
                 )
-            loss = self.aam_loss(logits, labels.unsqueeze(1))
+            if partner_labels is None:
+                loss = self.aam_loss(logits, labels.unsqueeze(1))
+            else:
+                loss = self._mixed_target_loss(
+                    logits.squeeze(1), labels, partner_labels, weights
+                )
         self.margin_warmup.advance()  # counts training calls only
         return loss
+
+    def _mixed_target_loss(self, cosines, labels, partner_labels, weights):
+        """Margin-mixup's loss: margins and targets shared by lam."""
+        weights = weights.float().view(-1, 1)
+        partner_labels = partner_labels.view(-1, 1)
+        own = torch.zeros_like(cosines).scatter_(1, labels.view(-1, 1), 1.0)
+        other = torch.zeros_like(cosines).scatter_(1, partner_labels, 1.0)
+        targets = weights * own + (1 - weights) * other
+        margins = self.current_margin * targets
+        # acos has an infinite slope at +-1.
+        angles = torch.acos(cosines.clamp(-1 + 1e-6, 1 - 1e-6))
+        logits = self.aam_loss.loss_fn.scale * torch.cos(angles + margins)
+        log_probs = F.log_softmax(logits, dim=1)
+        return -(targets * log_probs).sum(dim=1).mean()

@@ -46,6 +46,7 @@ __all__ = [
     "CSCLoss",
     "distillation_information",
     "entropy",
+    "separation_error",
     "sinkhorn_knopp",
     "variance_covariance",
 ]
@@ -110,6 +111,45 @@ def distillation_information(teacher_probs, student_log_probs):
     marginal_entropy = entropy(teacher_probs.mean(dim=0))
     cross_entropy = -(teacher_probs * student_log_probs).sum(dim=1).mean()
     return marginal_entropy - cross_entropy
+
+
+def separation_error(estimate, target, lengths=None, kind="l1"):
+    """L1 or squared error between estimate and target on valid frames.
+
+    Arguments
+    ---------
+    estimate : torch.Tensor
+        Estimated target features ``[N, T, F]``.
+    target : torch.Tensor
+        Clean target features ``[N, T, F]``, same domain and
+        normalisation as ``estimate``.
+    lengths : torch.Tensor, optional
+        Relative lengths ``[N]``; frames beyond them are ignored.
+    kind : str
+        ``"l1"`` or ``"mse"`` (SpeechBrain's ``l1_loss`` / ``mse_loss``).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar mean error per valid element, float32.
+
+    Example
+    -------
+    >>> separation_error(torch.zeros(2, 3, 4), torch.ones(2, 3, 4))
+    tensor(1.)
+    """
+    if estimate.shape != target.shape:
+        raise ValueError(
+            f"estimate {tuple(estimate.shape)} and target "
+            f"{tuple(target.shape)} must have the same shape"
+        )
+    with torch.autocast(device_type=estimate.device.type, enabled=False):
+        return SEPARATION_LOSSES[kind](
+            estimate.float(),
+            target.float(),
+            length=lengths,
+            allowed_len_diff=0,
+        )
 
 
 def sinkhorn_knopp(logits, temperature, iterations=3):
@@ -254,6 +294,9 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         "l1" or "mse".
     gather_distributed : bool
         Whether to use the rows of all DDP ranks.
+    information_weight : float
+        Weight of the distillation cross-entropy (0: the information term
+        off, for ablations).
 
     Attributes
     ----------
@@ -296,6 +339,7 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         covariance_weight=0.0,
         separation="l1",
         gather_distributed=False,
+        information_weight=1.0,
     ):
         super().__init__()
         if separation not in SEPARATION_LOSSES:
@@ -317,6 +361,7 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
                 f"center_momentum must be in [0, 1), got {center_momentum}"
             )
         weights = dict(
+            information_weight=information_weight,
             beta=beta,
             mean_entropy_weight=mean_entropy_weight,
             variance_weight=variance_weight,
@@ -329,6 +374,7 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         self.student_temperature = float(student_temperature)
         self.center_momentum = float(center_momentum)
         self.centering = centering
+        self.information_weight = float(information_weight)
         self.beta = float(beta)
         self.mean_entropy_weight = float(mean_entropy_weight)
         self.variance_weight = float(variance_weight)
@@ -374,35 +420,8 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
             )
 
     def separation_loss(self, estimate, target, lengths=None):
-        """Returns the L1 / MSE between estimate and target on valid frames.
-
-        Arguments
-        ---------
-        estimate : torch.Tensor
-            Estimated target features ``[N, T, F]``.
-        target : torch.Tensor
-            Clean target features ``[N, T, F]``, same domain and
-            normalisation as ``estimate``.
-        lengths : torch.Tensor, optional
-            Relative lengths ``[N]``; frames beyond them are ignored.
-
-        Returns
-        -------
-        torch.Tensor
-            Scalar mean error per valid element, float32.
-        """
-        if estimate.shape != target.shape:
-            raise ValueError(
-                f"estimate {tuple(estimate.shape)} and target "
-                f"{tuple(target.shape)} must have the same shape"
-            )
-        with torch.autocast(device_type=estimate.device.type, enabled=False):
-            return SEPARATION_LOSSES[self.separation](
-                estimate.float(),
-                target.float(),
-                length=lengths,
-                allowed_len_diff=0,
-            )
+        """See :func:`separation_error` (with this loss's ``separation``)."""
+        return separation_error(estimate, target, lengths, self.separation)
 
     def forward(
         self,
@@ -464,7 +483,10 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
             student = log_student.exp()
             cross_entropy = -(teacher * log_student).sum(dim=1).mean()
             student_marginal = entropy(student.mean(dim=0))
-        loss = cross_entropy - self.mean_entropy_weight * student_marginal
+        loss = (
+            self.information_weight * cross_entropy
+            - self.mean_entropy_weight * student_marginal
+        )
         if self.gather_distributed:
             loss = scale_gradient_by_world_size(loss)
         teacher_marginal = entropy(teacher.mean(dim=0))
