@@ -221,6 +221,30 @@ def test_bootstrap_rejects_mismatched_shapes():
         )
 
 
+def test_resample_weights_count_a_speakers_own_trials_once_per_copy():
+    from bench.stats import _resample_weights
+
+    n_speakers = 6
+    enrol = np.array([0, 0, 1, 2, 3, 3, 5, 4])
+    test = np.array([0, 1, 1, 3, 3, 0, 5, 2])
+    repeated_target = False  # c and c squared differ only for c >= 2
+    for seed in range(20):
+        counts = np.bincount(
+            np.random.default_rng(seed).integers(n_speakers, size=n_speakers),
+            minlength=n_speakers,
+        )
+        weights = _resample_weights(
+            np.random.default_rng(seed), enrol, test, n_speakers
+        )
+        expected = [
+            counts[e] if e == t else counts[e] * counts[t]
+            for e, t in zip(enrol, test)
+        ]
+        assert weights.tolist() == expected
+        repeated_target |= bool((counts[enrol[enrol == test]] >= 2).any())
+    assert repeated_target
+
+
 def test_format_verdict():
     result = {
         "eer_a": 12.1,
