@@ -15,6 +15,10 @@ writes SpeechBrain CSV manifests into ``save_folder``:
 - ``test.csv``: the ``eval/test`` files; the ID is the file stem, e.g.
   ``id00800-singing-01-005``.
 - ``trials.csv``: ``enrol_id, test_id, label`` from ``trials.lst``.
+- ``calibration_trials.csv``: ``enrol_id, test_id, label`` over the
+  validation utterances (ids of ``valid.csv``), for fitting a score
+  calibration (``verify.py --calibrate``) on speakers the test trials never
+  use; see :func:`calibration_trials`. Header only when nothing is held out.
 - ``skipped.csv``: every unusable audio file with the reason.
 
 The outputs replace those of an earlier preparation only once all of them
@@ -53,16 +57,22 @@ Authors
 import argparse
 import inspect
 import os
+import random
 import sys
 
 from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
-from speechbrain_ext.data.manifest import join_wav_paths, read_list
+from speechbrain_ext.data.manifest import (
+    join_wav_paths,
+    read_list,
+    write_trials,
+)
 from speechbrain_ext.data.preparation import (
     SPLIT_MODES,
     check_split_mode,
     drop_short,
     is_prepared,
     list_audio_files,
+    make_trials,
     require_folder,
     scan_audio,
     split_validation,
@@ -82,8 +92,10 @@ CNCELEB_OUTPUTS = (
     "enrol_avg.csv",
     "test.csv",
     "trials.csv",
+    "calibration_trials.csv",
     "skipped.csv",
 )
+CALIBRATION_TRIALS = "calibration_trials.csv"
 MAX_LISTED = 20
 # CN-Celeb's 3.5 million trials alone take about 150 MB as CSV.
 MIN_FREE_MB = 200
@@ -100,6 +112,8 @@ def prepare_cnceleb(
     seed=1234,
     skip_prep=False,
     num_workers=8,
+    calibration_utts_per_speaker=20,
+    calibration_max_trials=200_000,
 ):
     """Writes the CN-Celeb manifests described in the module docstring.
 
@@ -132,6 +146,11 @@ def prepare_cnceleb(
         If True, do nothing.
     num_workers : int
         Threads reading audio headers.
+    calibration_utts_per_speaker : int
+        Validation utterances per speaker in ``calibration_trials.csv``
+        (keeps the audio to embed for calibration small).
+    calibration_max_trials : int
+        Upper bound on the calibration trials.
 
     Raises
     ------
@@ -172,6 +191,8 @@ def prepare_cnceleb(
         "join_min_duration": join_min_duration,
         "min_duration": min_duration,
         "seed": seed,
+        "calibration_utts_per_speaker": calibration_utts_per_speaker,
+        "calibration_max_trials": calibration_max_trials,
     }
     if is_prepared(save_folder, options, CNCELEB_OUTPUTS):
         logger.info("CN-Celeb already prepared in %s, skipping", save_folder)
@@ -194,10 +215,24 @@ def prepare_cnceleb(
     tables = {"train.csv": train, "valid.csv": valid}
     for name in ("enrol_concat", "enrol_avg", "test"):
         tables[f"{name}.csv"] = evaluation[name]
-    write_prepared(save_folder, tables, evaluation["trials"], skipped, options)
+    calibration = calibration_trials(
+        valid, calibration_utts_per_speaker, calibration_max_trials, seed
+    )
+    # Written aside first and moved in only after the other outputs, so a
+    # failed preparation leaves the previous calibration list with its own.
+    partial = os.path.join(save_folder, f".{CALIBRATION_TRIALS}.partial")
+    write_trials(partial, calibration)
+    try:
+        write_prepared(
+            save_folder, tables, evaluation["trials"], skipped, options
+        )
+        os.replace(partial, os.path.join(save_folder, CALIBRATION_TRIALS))
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     logger.info(
         "CN-Celeb: %d train / %d valid items (%d / %d speakers), "
-        "%d enrolments, %d test files, %d trials",
+        "%d enrolments, %d test files, %d trials, %d calibration trials",
         len(train),
         len(valid),
         len({r["spk_id"] for r in train}),
@@ -205,7 +240,85 @@ def prepare_cnceleb(
         len(evaluation["enrol_concat"]),
         len(evaluation["test"]),
         len(evaluation["trials"]),
+        len(calibration),
     )
+
+
+def calibration_trials(
+    valid_rows, utts_per_speaker=20, max_trials=200_000, seed=1234
+):
+    """Trials among validation utterances for fitting a score calibration.
+
+    A calibration fitted on the test trials would be judged on the trials
+    it was fitted to; these trials use only held-out training data. Up to
+    ``utts_per_speaker`` utterances of each validation speaker are drawn
+    (seeded), and :func:`speechbrain_ext.data.preparation.make_trials`
+    pairs them, half targets and half non-targets. As in CN-Celeb's test
+    trials, the two sides of a target trial come from different recordings:
+    the session (``<genre>-<session>`` of the utterance id) plays the role
+    of the key that ``different_key_only`` keeps apart. Both sides are
+    single utterances: enrolment and test ids are ``valid.csv`` IDs.
+
+    Note that the validation speakers also chose the exported checkpoint
+    (lowest validation EER); with ``split_mode: utterance`` they are
+    training speakers. Either way the calibration is somewhat optimistic
+    about a model that has never heard the test speakers.
+
+    Arguments
+    ---------
+    valid_rows : list of dict
+        Validation rows with ``ID`` and ``spk_id``.
+    utts_per_speaker : int
+        Utterances kept per speaker.
+    max_trials : int
+        Upper bound on the trials.
+    seed : int
+        Seed of the utterance choice and of the trials.
+
+    Returns
+    -------
+    list of (str, str, int)
+        ``(enrol_id, test_id, label)``, label 1 for target; empty when
+        fewer than two speakers are held out.
+
+    Example
+    -------
+    >>> rows = [
+    ...     {"ID": f"{spk}-{genre}-01-001", "spk_id": spk}
+    ...     for spk in ("id1", "id2")
+    ...     for genre in ("vlog", "sing")
+    ... ]
+    >>> for trial in calibration_trials(rows, seed=1):
+    ...     print(*trial)
+    id1-sing-01-001 id1-vlog-01-001 1
+    id1-sing-01-001 id2-vlog-01-001 0
+    id1-vlog-01-001 id2-sing-01-001 0
+    id2-sing-01-001 id2-vlog-01-001 1
+    """
+    by_speaker = {}
+    for row in valid_rows:
+        by_speaker.setdefault(row["spk_id"], []).append(row)
+    if len(by_speaker) < 2:
+        return []
+    rng = random.Random(seed)
+    chosen = []
+    for speaker in sorted(by_speaker):
+        rows = sorted(by_speaker[speaker], key=lambda row: row["ID"])
+        chosen += rng.sample(rows, min(utts_per_speaker, len(rows)))
+    return make_trials(
+        [row["ID"] for row in chosen],
+        [row["spk_id"] for row in chosen],
+        keys=[_session(row) for row in chosen],
+        max_trials=max_trials,
+        different_key_only=True,
+        seed=seed,
+    )
+
+
+def _session(row):
+    """``<genre>-<session>`` of a CN-Celeb utterance id (speaker first)."""
+    stem = row["ID"][len(row["spk_id"]) + 1 :]
+    return "-".join(stem.split("-")[:2])
 
 
 def _training_rows(
@@ -669,6 +782,12 @@ def main(argv=None):
     parser.add_argument("--key_field", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--num_workers", type=int, default=8)
+    parser.add_argument(
+        "--calibration_utts_per_speaker",
+        type=int,
+        default=20,
+        help="validation utterances per speaker in calibration_trials.csv",
+    )
     args = vars(parser.parse_args(argv))
     common = {
         name: args.pop(name)
@@ -694,6 +813,7 @@ def main(argv=None):
             cnceleb2_folder=args["cnceleb2_folder"],
             join_min_duration=args["join_min_duration"],
             min_duration=args["min_duration"],
+            calibration_utts_per_speaker=args["calibration_utts_per_speaker"],
             **common,
         )
 

@@ -28,6 +28,22 @@ condition (``concat@sir5``; clean rows keep the plain ``concat`` name), and
 ``summary.json`` gives each row's ``test_condition``, ``sir_db`` and
 ``snr_db`` for ``plot_robustness.py``.
 
+Calibrated scores (``--calibrate``): the same scoring (mean subtraction,
+score normalisation and cohort included) is run on
+``<prep_folder>/calibration_trials.csv``, trials among the validation
+speakers that the preparation writes; a prior-weighted linear map from
+scores to log-likelihood ratios is fitted on them
+(``speechbrain_ext.scoring.fit_calibration``, ``--calibration_prior``),
+saved as ``<output>/calibration.json`` and applied to the test scores. The
+report then gives, per condition, Cllr before (raw scores read as LLRs)
+and after, min Cllr, and minDCF and actDCF before and after at p_target
+0.01 and 0.05, with the score threshold each prior's Bayes decision
+uses; ``det_calibrated.png`` marks where those thresholds land. See
+docs/calibration.md.
+    python verify.py --model results/aam_softmax/1986/export \
+        --data_folder /data/CN-Celeb_flac --prep_folder results/prepared \
+        --calibrate
+
 ONNX Runtime backend (CPU; ``pip install speechbrain_ext[onnx]``), after
 writing ``<model>/embedding_model.onnx`` with ``export.py --onnx`` or
 ``python -m speechbrain_ext.onnx_export <model>``:
@@ -50,9 +66,17 @@ import sys
 import torch
 from speechbrain_ext.augment.bank import load_waveform_bank
 from speechbrain_ext.augment.noise import generate_noise_bank
-from speechbrain_ext.data.manifest import read_manifest
+from speechbrain_ext.data.manifest import read_manifest, split_wav_paths
 from speechbrain_ext.onnx_backend import OnnxEncoder
 from speechbrain_ext.robustness import Corruptor, parse_condition
+from speechbrain_ext.scoring import (
+    act_dcf,
+    bayes_threshold,
+    cllr,
+    compute_eer_mindcf,
+    fit_calibration,
+    min_cllr,
+)
 from speechbrain_ext.verification import (
     cohort_rows,
     read_trial_file,
@@ -65,6 +89,9 @@ from speechbrain.inference.speaker import EncoderClassifier
 ENROL_CSV = {"concat": "enrol_concat.csv", "avg": "enrol_avg.csv"}
 # Present in every extracted CN-Celeb release.
 CNCELEB_TRIALS = os.path.join("eval", "lists", "trials.lst")
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_TRIALS = "calibration_trials.csv"
+REPORT_PRIORS = (0.01, 0.05)
 logger = logging.getLogger(__name__)
 
 
@@ -150,6 +177,24 @@ def parse_args(argv):
         help="intra-op threads of the backend (torch, or "
         "ONNX Runtime's intra_op_num_threads)",
     )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit a score-to-LLR calibration on the validation speakers' "
+        "calibration trials and report Cllr and actDCF before and after",
+    )
+    parser.add_argument(
+        "--calibration_trials",
+        default=None,
+        help="trials over valid.csv ids for --calibrate (default: "
+        f"<prep_folder>/{CALIBRATION_TRIALS})",
+    )
+    parser.add_argument(
+        "--calibration_prior",
+        type=float,
+        default=0.05,
+        help="p_target the calibration is trained for",
+    )
     parser.add_argument("--name", default=None, help="system name in tables")
     parser.add_argument("--no_plots", action="store_true")
     parser.add_argument(
@@ -186,6 +231,10 @@ def parse_args(argv):
     names = [condition.name for condition in args.conditions]
     if len(set(names)) < len(names):
         parser.error(f"--conditions repeats a condition: {names}")
+    if not 0 < args.calibration_prior < 1:
+        parser.error(
+            f"--calibration_prior must be in (0, 1), got {args.calibration_prior}"
+        )
     return args
 
 
@@ -215,16 +264,19 @@ def evaluation_sets(prep_folder, enrol_mode):
     return eval_csv, eval_csv
 
 
-def ensure_prepared(data_folder, prep_folder, cnceleb2_folder=None):
+def ensure_prepared(
+    data_folder, prep_folder, cnceleb2_folder=None, valid_ratio=0
+):
     """Prepares a CN-Celeb release that was never prepared on this machine.
 
     Scoring needs ``trials.csv`` and the enrolment and test manifests. For
     the CN-Celeb release they are fixed by its evaluation lists, so they
     are prepared here (``cnceleb_prepare.prepare_cnceleb``, which also
-    writes the training manifest a score cohort reads; with no validation
-    split, since scoring needs none and every dev speaker then joins the
-    cohort). A folder corpus's test speakers depend on the options the
-    model was trained with, so only the command to run is named.
+    writes the training manifest a score cohort reads). Plain scoring needs
+    no validation split (``valid_ratio`` 0: every dev speaker joins the
+    cohort); ``--calibrate`` holds speakers out for its calibration trials.
+    A folder corpus's test speakers depend on the options the model was
+    trained with, so only the command to run is named.
 
     Raises
     ------
@@ -242,7 +294,7 @@ def ensure_prepared(data_folder, prep_folder, cnceleb2_folder=None):
             data_folder,
         )
         prepare_cnceleb(
-            data_folder, prep_folder, cnceleb2_folder, valid_ratio=0
+            data_folder, prep_folder, cnceleb2_folder, valid_ratio=valid_ratio
         )
         return
     raise FileNotFoundError(
@@ -286,6 +338,212 @@ def corruptors_by_condition(args, test_rows, replacements, output):
     }
 
 
+def calibration_rows(prep_folder, replacements):
+    """Validation rows as both sides of the utterance-vs-utterance trials.
+
+    Each row enrols by itself (``enrol_id`` = ``ID``); a joined training
+    item is represented by its first file, as in the score cohort.
+    """
+    valid_csv = os.path.join(prep_folder, "valid.csv")
+    return [
+        {**row, "wav": split_wav_paths(row["wav"])[0], "enrol_id": row["ID"]}
+        for row in read_manifest(valid_csv, replacements)
+    ]
+
+
+def read_calibration_trials(path):
+    """The calibration trials, or an error saying how to get them."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"--calibrate needs {path}: prepare the data again "
+            "(cnceleb_prepare.py / train.py write it from the validation "
+            "speakers) or pass --calibration_trials, a list over valid.csv ids"
+        )
+    try:
+        return read_trial_file(path)
+    except ValueError as error:
+        if "empty" not in str(error):
+            raise
+        raise ValueError(
+            f"{path} holds no trials: the preparation held out no "
+            "validation speakers (valid_ratio 0?); prepare with "
+            "valid_ratio > 0 (e.g. 0.05) to calibrate"
+        ) from None
+
+
+def fit_score_calibration(args, encoder, cohort, replacements, cache_folder):
+    """Scores the calibration trials like the test trials and fits the map.
+
+    Returns
+    -------
+    LinearCalibration
+        With ``info`` naming the scoring and the calibration trials.
+    """
+    path = args.calibration_trials or os.path.join(
+        args.prep_folder, CALIBRATION_TRIALS
+    )
+    trials = read_calibration_trials(path)
+    rows = calibration_rows(args.prep_folder, replacements)
+    result = verify_trials(
+        encoder,
+        rows,
+        rows,
+        trials,
+        cohort=cohort,
+        score_norm=args.score_norm,
+        top_n=args.top_n,
+        mean_norm=args.mean_norm,
+        batch_size=args.batch_size,
+        cache_folder=cache_folder,
+        num_workers=args.num_workers,
+    )
+    scores, labels = result["scores"], result["labels"]
+    calibration = fit_calibration(
+        scores, labels, p_target=args.calibration_prior
+    )
+    calibration.info = {
+        "scoring": {
+            "score_norm": args.score_norm,
+            "mean_norm": args.mean_norm,
+            "top_n": args.top_n if args.score_norm == "as-norm" else None,
+            "cohort_per_speaker": args.cohort_per_speaker if cohort else None,
+            "backend": args.backend,
+        },
+        "calibration_trials": os.path.abspath(path),
+        "model": os.path.abspath(args.model),
+        "fit": {
+            "EER": result["EER"],
+            "minCllr": min_cllr(scores, labels),
+            "Cllr": cllr(calibration(scores), labels),
+        },
+    }
+    logger.info(
+        "calibration on %d trials (%d targets): llr = %.4g * score %+.4g",
+        len(scores),
+        calibration.n_target,
+        calibration.a,
+        calibration.b,
+    )
+    return calibration
+
+
+def calibration_metrics(scores, labels, calibration, priors=REPORT_PRIORS):
+    """Cllr, min Cllr, minDCF and actDCF of scores before and after.
+
+    "Before" reads the raw scores as LLRs (what a user who thresholds them
+    at the Bayes threshold would get); EER, minDCF and min Cllr depend
+    only on the order of the scores, so calibration leaves them alone.
+
+    Arguments
+    ---------
+    scores : numpy.ndarray
+        Raw test scores.
+    labels : numpy.ndarray
+        bool labels.
+    calibration : LinearCalibration
+        The fitted map.
+    priors : tuple of float
+        p_target values to report.
+
+    Returns
+    -------
+    dict
+        ``Cllr_raw``, ``Cllr``, ``minCllr`` and per prior (key ``"0.01"``)
+        ``minDCF``, ``actDCF_raw``, ``actDCF``, the ``score_threshold`` of
+        the calibrated decision and its ``p_miss`` and ``p_fa``.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from speechbrain_ext.scoring import LinearCalibration
+    >>> metrics = calibration_metrics(
+    ...     np.array([0.9, 0.6, 0.2, 0.1]),
+    ...     np.array([True, True, False, False]),
+    ...     LinearCalibration(a=20.0, b=-8.0),
+    ...     priors=(0.5,),
+    ... )
+    >>> metrics["minCllr"], metrics["0.5"]["actDCF"], metrics["0.5"]["p_fa"]
+    (0.0, 0.0, 0.0)
+    """
+    llrs = calibration(scores)
+    metrics = {
+        "Cllr_raw": cllr(scores, labels),
+        "Cllr": cllr(llrs, labels),
+        "minCllr": min_cllr(scores, labels),
+    }
+    for p_target in priors:
+        _, min_dcf, _ = compute_eer_mindcf(scores, labels, p_target=p_target)
+        accepted = llrs >= bayes_threshold(p_target)
+        metrics[f"{p_target:g}"] = {
+            "minDCF": min_dcf,
+            "actDCF_raw": act_dcf(scores, labels, p_target),
+            "actDCF": act_dcf(llrs, labels, p_target),
+            "score_threshold": calibration.score_threshold(p_target)
+            if calibration.a > 0
+            else None,
+            "p_miss": float((~accepted[labels]).mean()),
+            "p_fa": float(accepted[~labels].mean()),
+        }
+    return metrics
+
+
+def calibration_table(results, name):
+    """Markdown table of the calibration metrics of every condition."""
+    lines = [
+        "| system | condition | EER (%) | min Cllr | Cllr raw | Cllr cal "
+        "| p_target | minDCF | actDCF raw | actDCF cal | score threshold |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |",
+    ]
+    for condition, result in results.items():
+        metrics = result["calibration"]
+        for prior in REPORT_PRIORS:
+            at = metrics[f"{prior:g}"]
+            threshold = at["score_threshold"]
+            lines.append(
+                f"| {name} | {condition} | {100 * result['EER']:.2f} | "
+                f"{metrics['minCllr']:.3f} | {metrics['Cllr_raw']:.3f} | "
+                f"{metrics['Cllr']:.3f} | {prior:g} | {at['minDCF']:.3f} | "
+                f"{at['actDCF_raw']:.3f} | {at['actDCF']:.3f} | "
+                + ("n/a" if threshold is None else f"{threshold:.4f}")
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def report_calibration(results, calibration, output, name, plots):
+    """Adds calibration metrics to the results; writes table and DET plot."""
+    for result in results.values():
+        result["calibration"] = calibration_metrics(
+            result["scores"], result["labels"], calibration
+        )
+    table = calibration_table(results, name)
+    with open(os.path.join(output, "calibration.md"), "w") as fout:
+        fout.write(table + "\n")
+    if plots:
+        from speechbrain_ext.scoring.plots import plot_det
+
+        systems, points = {}, {}
+        for condition, result in results.items():
+            label = f"{name} ({condition})"
+            systems[label] = (result["scores"], result["labels"])
+            points[label] = [
+                (
+                    result["calibration"][f"{p:g}"]["p_miss"],
+                    result["calibration"][f"{p:g}"]["p_fa"],
+                    f"p={p:g}",
+                )
+                for p in REPORT_PRIORS
+            ]
+        plot_det(
+            systems,
+            os.path.join(output, "det_calibrated.png"),
+            title="DET curve, calibrated thresholds (x)",
+            operating_points=points,
+        )
+    return table
+
+
 def main(argv=None):
     """Runs the verification and prints the result table."""
     args = parse_args(argv)
@@ -314,7 +572,10 @@ def main(argv=None):
     }
     if args.trials is None:
         ensure_prepared(
-            args.data_folder, args.prep_folder, args.cnceleb2_folder
+            args.data_folder,
+            args.prep_folder,
+            args.cnceleb2_folder,
+            valid_ratio=0.05 if args.calibrate else 0,
         )
     trials = read_trial_file(
         args.trials or os.path.join(args.prep_folder, "trials.csv")
@@ -325,6 +586,16 @@ def main(argv=None):
             os.path.join(args.prep_folder, "train.csv"), replacements
         )
         cohort = cohort_rows(train, args.cohort_per_speaker)
+    calibration = None
+    if args.calibrate:
+        calibration = fit_score_calibration(
+            args,
+            encoder,
+            cohort,
+            replacements,
+            os.path.join(output, embeddings),
+        )
+        calibration.to_json(os.path.join(output, CALIBRATION_FILE))
     results = {}
     corruptors = None
     for mode in args.enrol_mode:
@@ -371,7 +642,19 @@ def main(argv=None):
                 results[key]["backend"] = args.backend
         if enrol_csv == test_csv:
             break
+    calibrated = None
+    if calibration is not None:
+        os.makedirs(output, exist_ok=True)
+        calibrated = report_calibration(
+            results, calibration, output, name, plots=not args.no_plots
+        )
     print(write_report(results, output, name, plots=not args.no_plots))
+    if calibrated is not None:
+        print(calibrated)
+        print(
+            f"Calibration: {os.path.join(output, CALIBRATION_FILE)} (ship it "
+            "with the model: export.py --calibration=<that file>)"
+        )
     print(f"Reports written to {output}")
     return results
 

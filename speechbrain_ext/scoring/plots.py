@@ -182,10 +182,11 @@ def _det_ticks(low, high, span):
     return ticks, labels
 
 
-def det_figure(systems, title="DET curve"):
+def det_figure(systems, title="DET curve", operating_points=None):
     """Draws the DET curves of several systems on normal-deviate axes.
 
-    Each curve is marked at its EER. The axes span the rates of
+    Each curve is marked at its EER, and at any ``operating_points`` given
+    for it (e.g. where a calibrated threshold lands), with a label. The axes span the rates of
     :func:`det_limits`, so every curve is shown from the finest rate its
     trials resolve to the end of its extent; rates of 0 or 1 are drawn on
     the axes' edges. The legend sits below the axes, never over a curve.
@@ -197,6 +198,10 @@ def det_figure(systems, title="DET curve"):
         :func:`~speechbrain_ext.scoring.metrics.compute_eer_mindcf`.
     title : str
         Figure title.
+    operating_points : dict, optional
+        System name -> list of ``(p_miss, p_fa, label)``: error rates of a
+        decision rule on that system's trials, drawn as crosses labelled
+        ``label`` (e.g. ``"p=0.01"``).
 
     Returns
     -------
@@ -236,6 +241,20 @@ def det_figure(systems, title="DET curve"):
         )[0]
         eer_deviate = np.clip(norm.ppf(eer), lo, hi)
         axes.plot(eer_deviate, eer_deviate, "o", color=line.get_color())
+        for p_miss_point, p_fa_point, label in (operating_points or {}).get(
+            name, []
+        ):
+            x = np.clip(norm.ppf(p_fa_point), lo, hi)
+            y = np.clip(norm.ppf(p_miss_point), lo, hi)
+            axes.plot(x, y, "x", color=line.get_color(), markersize=8)
+            axes.annotate(
+                label,
+                (x, y),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize="x-small",
+                color=line.get_color(),
+            )
     axes.set_xticks(norm.ppf(ticks), tick_labels)
     axes.set_yticks(norm.ppf(ticks), tick_labels)
     axes.set_xlim(lo, hi)
@@ -250,7 +269,7 @@ def det_figure(systems, title="DET curve"):
     return figure
 
 
-def plot_det(systems, path, title="DET curve"):
+def plot_det(systems, path, title="DET curve", operating_points=None):
     """Plots the DET curves of several systems on normal-deviate axes.
 
     See :func:`det_figure`, which draws the figure.
@@ -264,6 +283,9 @@ def plot_det(systems, path, title="DET curve"):
         Image file to write (e.g. ``det.png``).
     title : str
         Figure title.
+    operating_points : dict, optional
+        System name -> list of ``(p_miss, p_fa, label)`` to mark (see
+        :func:`det_figure`).
 
     Returns
     -------
@@ -277,8 +299,14 @@ def plot_det(systems, path, title="DET curve"):
     >>> path = str(getfixture("tmpdir") / "plots" / "det.png")
     >>> plot_det({"a": (scores, labels), "b": (-scores, labels)}, path)
     '...det.png'
+    >>> plot_det(
+    ...     {"a": (scores, labels)},
+    ...     path,
+    ...     operating_points={"a": [(1 / 3, 0.0, "p=0.01")]},
+    ... )
+    '...det.png'
     """
-    return _save(det_figure(systems, title), path)
+    return _save(det_figure(systems, title, operating_points), path)
 
 
 def plot_score_histogram(systems, path, bins=100):
