@@ -660,7 +660,11 @@ def fit_calibration(scores, labels, p_target=0.05, max_iterations=100):
         )
         step = np.linalg.solve(hessian, gradient)
         decrement = float(gradient @ step)
-        if decrement < 1e-20:
+        if decrement < 1e-10:
+            # Inside Newton's quadratic region the full step is exact to
+            # ~decrement squared, below what the summed loss can resolve:
+            # a line search there would only chase rounding noise.
+            params = params - step
             converged = True
             break
         length = 1.0
