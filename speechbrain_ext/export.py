@@ -7,6 +7,13 @@ pretrainer has no ``paths``, so
 ``EncoderClassifier.from_hparams(source=<folder>)`` reads every loadable from
 the folder itself and never reaches for a model hub.
 
+A score calibration (``calibration.json``, a
+:class:`~speechbrain_ext.scoring.calibration.LinearCalibration` fitted by
+``verify.py --calibrate``) travels in the same folder: pass it to
+:func:`export_encoder` or add it later with :func:`add_calibration`;
+:class:`speechbrain_ext.calibrated_recognition.CalibratedSpeakerRecognition`
+then returns log-likelihood ratios and decisions at a stated prior.
+
 Example
 -------
 >>> import torch
@@ -40,7 +47,13 @@ import tempfile
 import ruamel.yaml
 import torch
 
+from speechbrain.utils.logger import get_logger
+
+logger = get_logger(__name__)
+
 __all__ = [
+    "CALIBRATION_FILE",
+    "add_calibration",
     "default_template",
     "export_best_checkpoint",
     "export_encoder",
@@ -49,6 +62,7 @@ __all__ = [
 ]
 
 TEMPLATE_NAME = "inference_ecapa.yaml"
+CALIBRATION_FILE = "calibration.json"
 
 
 def default_template(name=TEMPLATE_NAME):
@@ -118,6 +132,7 @@ def export_encoder(
     values=None,
     classifier=None,
     label_encoder=None,
+    calibration=None,
 ):
     """Writes an inference folder for ``EncoderClassifier.from_hparams``.
 
@@ -141,12 +156,19 @@ def export_encoder(
         that ``encode_batch`` works and ``classify_batch`` is not offered.
     label_encoder : speechbrain.dataio.encoder.CategoricalEncoder, optional
         Speaker label encoder, saved with the classifier.
+    calibration : LinearCalibration or str, optional
+        Score calibration (or its JSON file) for plain cosine scores of
+        this model, saved as ``calibration.json`` (see
+        :func:`add_calibration`). Without one, a ``calibration.json`` left
+        by an earlier export is removed: it belonged to other weights.
 
     Returns
     -------
     str
         The export folder.
     """
+    if calibration is not None:
+        calibration = _exportable_calibration(calibration)
     with_classifier = classifier is not None
     if with_classifier and label_encoder is None:
         raise ValueError("a classifier is exported with its label_encoder")
@@ -172,13 +194,81 @@ def export_encoder(
                 os.path.join(staging, "classifier.ckpt"),
             )
             label_encoder.save(os.path.join(staging, "label_encoder.ckpt"))
+        if calibration is not None:
+            calibration.to_json(os.path.join(staging, CALIBRATION_FILE))
         for name in os.listdir(staging):
             os.replace(
                 os.path.join(staging, name), os.path.join(export_folder, name)
             )
+        stale = os.path.join(export_folder, CALIBRATION_FILE)
+        if calibration is None and os.path.exists(stale):
+            os.remove(stale)
+            logger.warning(
+                "removed %s: it calibrated the weights of an earlier "
+                "export (add a new one with add_calibration)",
+                stale,
+            )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return export_folder
+
+
+def _exportable_calibration(calibration):
+    """Loads a calibration and checks it was fitted on plain cosine scores.
+
+    The exported verifier scores a trial by the cosine of two raw
+    embeddings; a map fitted on mean-subtracted or normalised scores would
+    give it wrong LLRs.
+    """
+    from speechbrain_ext.scoring.calibration import LinearCalibration
+
+    if not isinstance(calibration, LinearCalibration):
+        calibration = LinearCalibration.from_json(calibration)
+    scoring = calibration.info.get("scoring") or {}
+    if scoring.get("score_norm", "none") != "none" or scoring.get(
+        "mean_norm", False
+    ):
+        raise ValueError(
+            "the calibration was fitted on scores with score_norm "
+            f"{scoring.get('score_norm')!r} and mean_norm "
+            f"{scoring.get('mean_norm')!r}, but the exported verifier scores "
+            "plain cosine: fit it with verify.py --calibrate without "
+            "--score_norm and --mean_norm"
+        )
+    return calibration
+
+
+def add_calibration(export_folder, calibration):
+    """Adds a score calibration to an exported model folder.
+
+    Arguments
+    ---------
+    export_folder : str
+        A folder written by :func:`export_encoder`.
+    calibration : LinearCalibration or str
+        The calibration or its JSON file (``verify.py --calibrate`` writes
+        ``calibration.json``); it must have been fitted on plain cosine
+        scores of this model (no score normalisation, no mean
+        subtraction), which is what the exported verifier computes.
+
+    Returns
+    -------
+    str
+        The written ``<export_folder>/calibration.json``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``export_folder`` holds no ``hyperparams.yaml``.
+    ValueError
+        If the calibration was fitted on other scores.
+    """
+    if not os.path.isfile(os.path.join(export_folder, "hyperparams.yaml")):
+        raise FileNotFoundError(
+            f"{export_folder} is not an exported model (no hyperparams.yaml)"
+        )
+    calibration = _exportable_calibration(calibration)
+    return calibration.to_json(os.path.join(export_folder, CALIBRATION_FILE))
 
 
 def _cpu_state(module):

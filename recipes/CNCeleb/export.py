@@ -22,13 +22,24 @@ against torch on a padded batch (see ``speechbrain_ext.onnx_export``; needs
 
 A hparams file with ``export_onnx: True`` does the same, here and at the end
 of ``train.py``. ``verify.py --backend onnx`` runs the ONNX graph.
+
+``--calibration=<file>`` puts a score calibration (the ``calibration.json``
+that ``verify.py --calibrate`` writes, fitted without --score_norm and
+--mean_norm) into the folder, so that
+``speechbrain_ext.calibrated_recognition.CalibratedSpeakerRecognition``
+returns log-likelihood ratios and Bayes decisions (see docs/calibration.md).
+An export without it removes the calibration of an earlier export:
+
+    python export.py hparams/aam_softmax.yaml \
+        --data_folder=/data/CN-Celeb_flac \
+        --calibration=results/aam_softmax/1986/verify/calibration.json
 """
 
 import os
 import sys
 
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain_ext.export import export_from_hparams
+from speechbrain_ext.export import add_calibration, export_from_hparams
 
 import speechbrain as sb
 
@@ -39,12 +50,17 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     with_onnx = "--onnx" in argv
     argv = [arg for arg in argv if arg != "--onnx"]
+    calibration = [a for a in argv if a.startswith("--calibration=")]
+    argv = [arg for arg in argv if arg not in calibration]
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     hparams = size_classifier(hparams_file, overrides, hparams)
     folder = export_from_hparams(hparams)
     print(f"Exported model: {folder}")
+    if calibration:
+        path = calibration[-1].split("=", 1)[1]
+        print(f"Added calibration: {add_calibration(folder, path)}")
     if with_onnx or hparams.get("export_onnx", False):
         from speechbrain_ext.onnx_export import export_onnx
 
