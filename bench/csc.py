@@ -64,12 +64,9 @@ from bench.objectives import (
     trial_speakers,
     validation_curve,
 )
-from bench.stats import (
-    format_spread,
-    format_verdict,
-    paired_speaker_bootstrap,
-    seed_summary,
-)
+from bench.scores import save_trial_scores, score_key
+from bench.stats import seed_summary
+from bench.verdicts import recompute, summary_table
 from speechbrain.inference.speaker import EncoderClassifier
 from speechbrain_ext.data.manifest import read_manifest
 from speechbrain_ext.robustness import Corruptor, parse_condition
@@ -306,38 +303,6 @@ def scores_path(run_folder, condition):
     return os.path.join(run_folder, f"scores_{condition}.npy")
 
 
-def paired_tests(out, seeds, conditions, prep_folder, systems):
-    """Paired bootstrap of each pair in :data:`PAIRS`, per condition."""
-    labels, enrol, test = trial_speakers(prep_folder)
-    results = {}
-    for system, baseline in PAIRS:
-        if system not in systems or baseline not in systems:
-            continue
-        for name in conditions:
-            scores = []
-            for which in (system, baseline):
-                scores.append(
-                    np.stack(
-                        [
-                            np.load(
-                                scores_path(
-                                    os.path.join(out, "runs", which, str(seed)),
-                                    name,
-                                )
-                            )
-                            for seed in seeds
-                        ]
-                    )
-                )
-            result = paired_speaker_bootstrap(
-                scores[0], scores[1], labels, enrol, test
-            )
-            result["text"] = format_verdict(result, system, baseline)
-            results[f"{system}_vs_{baseline}@{name}"] = result
-            print(f"  {result['text']} [{name}]", flush=True)
-    return results
-
-
 def learning_curves(out, seeds, systems, ssl_epochs):
     """System label -> seed -> [(epoch, validation EER)], all epochs.
 
@@ -406,45 +371,69 @@ def collapse_monitors(out, seeds, systems):
     return monitors
 
 
-def summarize(records, conditions):
-    """System -> condition -> seed summary of EER and minDCF.
+def write_scores(path, records, prep_folder):
+    """Every run's per-trial scores and the trial list, in one ``.npz``.
 
-    Example
-    -------
-    >>> records = [
-    ...     {
-    ...         "system": "csc",
-    ...         "conditions": {"clean": {"EER": 10.0, "minDCF": 0.5}},
-    ...     },
-    ...     {
-    ...         "system": "csc",
-    ...         "conditions": {"clean": {"EER": 12.0, "minDCF": 0.7}},
-    ...     },
-    ... ]
-    >>> summarize(records, ["clean"])["csc"]["clean"]["EER"]["mean"]
-    11.0
+    Arguments
+    ---------
+    path : str
+        The file to write (:func:`bench.scores.save_trial_scores`).
+    records : list of dict
+        Run records with ``system``, ``seed``, ``conditions`` and
+        ``run_folder``.
+    prep_folder : str
+        Holds ``eval.csv`` and ``trials.csv``.
     """
-    summary = {}
-    for system in dict.fromkeys(r["system"] for r in records):
-        runs = [r for r in records if r["system"] == system]
-        summary[system] = {
-            name: {
-                key: seed_summary([r["conditions"][name][key] for r in runs])
-                for key in ("EER", "minDCF")
-            }
-            for name in conditions
-        }
-    return summary
+    labels, enrol_speakers, test_speakers = trial_speakers(prep_folder)
+    trial_list = read_trial_file(os.path.join(prep_folder, "trials.csv"))
+    trials = {
+        "enrol": [enrol for enrol, _, _ in trial_list],
+        "test": [test for _, test, _ in trial_list],
+        "label": labels,
+        "enrol_speaker": enrol_speakers,
+        "test_speaker": test_speakers,
+    }
+    scores = {
+        score_key(record["system"], record["seed"], condition): np.load(
+            scores_path(record["run_folder"], condition)
+        )
+        for record in records
+        for condition in record["conditions"]
+    }
+    save_trial_scores(path, trials, scores)
 
 
-def markdown(summary, conditions):
-    """The table: one row per system, EER (%) per condition."""
-    header = "| system | " + " | ".join(f"EER % {name}" for name in conditions)
-    lines = [header + " |", "|---" * (len(conditions) + 1) + "|"]
-    for system, by_condition in summary.items():
-        cells = [format_spread(by_condition[c]["EER"]) for c in conditions]
-        lines.append(f"| {LABELS[system]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def seconds_per_step(records, prep_folder, batch_size):
+    """system -> seed summary of training seconds per optimizer step.
+
+    Each epoch's wall time (training and its validation) over its steps,
+    ``len(train.csv) // batch_size`` (``drop_last``), averaged over the
+    epochs of a run.
+    """
+    n_train = len(
+        read_manifest(os.path.join(prep_folder, "train.csv"), {"data_root": ""})
+    )
+    steps = max(n_train // batch_size, 1)
+    per_system = {}
+    for record in records:
+        epochs = record.get("epoch_seconds") or []
+        if epochs:
+            per_system.setdefault(record["system"], []).append(
+                float(np.mean(epochs)) / steps
+            )
+    return {name: seed_summary(values) for name, values in per_system.items()}
+
+
+def as_given(value, absolute, given):
+    """Replaces the absolute ``--out`` folder by the one given, everywhere
+    in a (nested) record, so that result files name no machine's paths."""
+    if isinstance(value, str):
+        return value.replace(absolute, given)
+    if isinstance(value, dict):
+        return {k: as_given(v, absolute, given) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_given(v, absolute, given) for v in value]
+    return value
 
 
 def sir_curves(summary):
@@ -588,37 +577,52 @@ def main(argv=None):
                 run_folder, paths, config, args.conditions, args.corruption_seed
             )
             run["system"] = system
+            run["run_folder"] = run_folder
             records.append(run)
     if args.no_report:
         return
-    summary = summarize(records, args.conditions)
+    report_benchmark(args, config, head, paths, records, start, argv)
+
+
+def report_benchmark(args, config, head, paths, records, start, argv):
+    """Scores file, table, verdicts, curves and monitors of the runs."""
+    out = paths["out"]
+    scores_file = os.path.join(out, "csc_scores.npz")
+    write_scores(scores_file, records, paths["prep_folder"])
+    print("[paired tests, from the scores file]", flush=True)
+    verdicts = recompute(scores_file, PAIRS)
     curves = learning_curves(out, args.seeds, args.systems, args.ssl_epochs)
-    plot_eer_vs_sir(sir_curves(summary), os.path.join(out, "eer_vs_sir.png"))
+    plot_eer_vs_sir(
+        sir_curves(verdicts["summary"]), os.path.join(out, "eer_vs_sir.png")
+    )
     plot_learning_curves(
         curves,
         os.path.join(out, "learning_curves.png"),
         "CSC benchmark: validation EER per epoch (mean, min-max over seeds)",
     )
-    print("[paired tests]", flush=True)
-    paired = paired_tests(
-        out, args.seeds, args.conditions, paths["prep_folder"], args.systems
-    )
-    report = write_report(
-        {
-            "config": {**config, **vars(args), "csc_head": head},
-            "machine": machine_info(args.device),
-            "runs": records,
-            "summary": summary,
-            "paired": paired,
-            "curves": {
-                label: {str(seed): points for seed, points in by_seed.items()}
-                for label, by_seed in curves.items()
-            },
-            "curves_table": curves_table(curves),
-            "monitors": collapse_monitors(out, args.seeds, args.systems),
-            "benchmark_seconds_this_call": time.time() - start,
+    report = {
+        "config": {**vars(args), **config, "csc_head": head},
+        "machine": machine_info(args.device),
+        "runs": records,
+        "summary": verdicts["summary"],
+        "seconds_per_step": seconds_per_step(
+            records, paths["prep_folder"], config["embeddings_per_view"]
+        ),
+        "paired": verdicts["paired"],
+        "scores_file": "csc_scores.npz",
+        "curves": {
+            label: {str(seed): points for seed, points in by_seed.items()}
+            for label, by_seed in curves.items()
         },
-        lambda report: markdown(report["summary"], args.conditions),
+        "curves_table": curves_table(curves),
+        "monitors": collapse_monitors(out, args.seeds, args.systems),
+        "benchmark_seconds_this_call": time.time() - start,
+    }
+    report = write_report(
+        as_given(report, out, args.out),
+        lambda report: summary_table(
+            report["summary"], args.conditions, LABELS
+        ),
         os.path.join(out, "csc.json"),
         "bench.csc",
         argv,
@@ -626,8 +630,11 @@ def main(argv=None):
     write_labelled_budget(report, os.path.join(out, "csc_labelled_budget.json"))
     with open(os.path.join(out, "csc.md"), "w", encoding="utf-8") as fout:
         fout.write(report["table"] + "\n\n")
-        fout.write("Paired bootstrap over test speakers (95%):\n\n")
-        for name, result in paired.items():
+        fout.write("Seconds per training step (mean over seeds):\n\n")
+        for name, timing in report["seconds_per_step"].items():
+            fout.write(f"- {LABELS[name]}: {timing['mean']:.2f} s\n")
+        fout.write("\nPaired bootstrap over test speakers (95%):\n\n")
+        for name, result in report["paired"].items():
             fout.write(f"- {result['text']} [{name.split('@')[1]}]\n")
         fout.write("\nValidation EER (%) per epoch:\n\n")
         fout.write(report["curves_table"] + "\n")

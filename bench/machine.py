@@ -67,7 +67,8 @@ def write_report(report, markdown, out, module, argv=None):
         The report.
     """
     argv = sys.argv[1:] if argv is None else argv
-    report["command"] = " ".join([sys.executable, "-m", module] + argv)
+    # As a user types it: no machine-specific interpreter path.
+    report["command"] = " ".join(["python", "-m", module] + argv)
     report["table"] = markdown(report)
     print(report["table"])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

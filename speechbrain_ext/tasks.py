@@ -487,7 +487,11 @@ class SeparativeCodingTask(EmbeddingTask):
                 embeddings=outputs["z"],
             )
         return objective(
-            outputs["z"], outputs["g"], *separation, outputs["lengths"]
+            outputs["z"],
+            outputs["g"],
+            *separation,
+            outputs["lengths"],
+            n_views=self.n_views,
         )
 
     def loss(self, modules, outputs, labels=None):

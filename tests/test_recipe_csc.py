@@ -67,18 +67,19 @@ def unlabelled_prep(corpus, tmp_path_factory):
     return prep
 
 
-# A small prototype head and mask head for the tiny CSC model.
-TINY_CSC = [
+# A small mask head for the tiny CSC model (and prototype head for DINO).
+TINY_CSC = ["--mask_channels=16"]
+TINY_DINO = [
     "--n_prototypes=64",
     "--head_hidden_size=32",
     "--head_bottleneck_size=16",
-    "--mask_channels=16",
 ]
 
 
 def ssl_args(corpus, prep, out, hparams):
     """Command line of a one-epoch self-supervised run on ``prep``."""
     extra = TINY_CSC if "csc" in hparams else []
+    extra = extra + (TINY_DINO if "dino" in hparams else [])
     return [*train_args(corpus, out, hparams, 1, prep), *extra]
 
 
@@ -107,6 +108,21 @@ def test_simclr_trains_without_labels(corpus, unlabelled_prep, tmp_path):
     assert not os.path.exists(os.path.join(out, "export", "classifier.ckpt"))
 
 
+def test_csc_dino_variant_trains_without_labels(
+    corpus, unlabelled_prep, tmp_path
+):
+    """The self-distillation information term stays available."""
+    out = str(tmp_path / "csc_dino")
+    hparams = "hparams/csc_dino.yaml"
+    run_recipe("train.py", *ssl_args(corpus, unlabelled_prep, out, hparams))
+    with open(os.path.join(out, "train_log.txt")) as fin:
+        log = fin.read()
+    for term in ("information", "teacher_entropy", "student_entropy"):
+        assert f"train loss_{term}: " in log
+    assert "valid loss_information_shuffled: " in log
+    assert os.path.isfile(os.path.join(out, "export", "embedding_model.ckpt"))
+
+
 def test_csc_pretrain_finetune_export_verify(corpus, unlabelled_prep, tmp_path):
     """csc -> export -> csc_finetune -> export -> from_hparams -> verify."""
     from speechbrain.inference.speaker import EncoderClassifier
@@ -116,16 +132,19 @@ def test_csc_pretrain_finetune_export_verify(corpus, unlabelled_prep, tmp_path):
     run_recipe("train.py", *ssl_args(corpus, unlabelled_prep, csc_out, hparams))
     with open(os.path.join(csc_out, "train_log.txt")) as fin:
         log = fin.read()
-    # The information bound, separation and collapse monitors are logged.
+    # The information terms, separation and collapse monitors are logged,
+    # and the validation estimate of I(z; g) with its shuffled control.
     for term in (
-        "information",
+        "invariance",
+        "variance",
+        "covariance",
         "separation",
         "emb_std",
         "emb_rank",
-        "teacher_entropy",
-        "student_entropy",
     ):
         assert f"train loss_{term}: " in log
+    for term in ("information", "information_shuffled"):
+        assert f"valid loss_{term}: " in log
     csc_export = os.path.join(csc_out, "export")
     # The export is a stock ECAPA-TDNN: no mask head, no aggregator.
     state = torch.load(os.path.join(csc_export, "embedding_model.ckpt"))

@@ -5,16 +5,17 @@ import torch
 
 from speechbrain.lobes.features import Fbank
 from speechbrain.processing.features import InputNormalization
-from speechbrain_ext.augment import InterferedViews
+from speechbrain_ext.augment import InterferedViews, WaveformMixup
 from speechbrain_ext.lobes import (
     CrossViewAttention,
     EMATeacher,
     PrototypeHead,
     SeparativeEncoder,
 )
-from speechbrain_ext.losses import AAMSoftmaxLoss, CSCLoss
+from speechbrain_ext.losses import AAMSoftmaxLoss, CSCInfoMaxLoss, CSCLoss
 from speechbrain_ext.tasks import (
     SeparativeCodingTask,
+    SupervisedEmbeddingTask,
     SupervisedSeparativeTask,
     ViewContrastTask,
 )
@@ -190,3 +191,132 @@ def test_view_contrast_groups_follow_the_view_major_rows():
         InterferedViews([Scaled()], segments=2, n_views=1)
     )
     assert halves.group_ids(2).tolist() == [0, 1, 0, 1]
+
+
+class RecordingObjective(torch.nn.Module):
+    """A speaker objective that keeps what it was called with."""
+
+    def forward(self, embeddings, labels, **mixing):
+        self.embeddings, self.labels, self.mixing = embeddings, labels, mixing
+        return embeddings.pow(2).mean()
+
+
+class Doubled(torch.nn.Module):
+    """Augmenter stand-in: [clean; 2 * clean] rows, labels repeated."""
+
+    def forward(self, wavs, lens):
+        return torch.cat([wavs, 2 * wavs]), torch.cat([lens, lens])
+
+    def replicate_labels(self, labels):
+        return torch.cat([labels, labels])
+
+
+def infomax_modules(**extra):
+    """The CSC modules without teacher or head: the VICReg information term."""
+    modules = csc_modules(**{"objective": CSCInfoMaxLoss(beta=0.1), **extra})
+    del modules["teacher"], modules["csc_head"]
+    return modules
+
+
+def test_without_a_teacher_the_infomax_objective_pairs_z_with_g():
+    """No teacher module: the loss is CSCInfoMaxLoss(z, g, ...), and every
+    student part (encoder, mask head, aggregator) gets a gradient."""
+    modules = infomax_modules()
+    task = SeparativeCodingTask(InterferedViews([Scaled()], n_views=2))
+    outputs = task.forward(modules, torch.randn(4, 4000), torch.ones(4))
+    assert "teacher_logits" not in outputs
+    assert outputs["z"].shape == outputs["g"].shape == (8, 4)
+    loss = task.loss(modules, outputs)
+    expected = modules.objective(
+        outputs["z"],
+        outputs["g"],
+        outputs["estimate"],
+        outputs["target"],
+        outputs["lengths"],
+    )
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    for name in ("embedding_model", "aggregator"):
+        grads = [
+            p.grad for p in modules[name].parameters() if p.grad is not None
+        ]
+        assert grads and any(g.abs().sum() > 0 for g in grads), name
+    task.on_optimizer_step(modules)  # no teacher to move: no error
+
+
+def test_information_pairs_crop_and_skip():
+    """Validation pairs are [targets, views, dim], cropped to the training
+    crop; a batch too short or of one utterance gives None."""
+    modules = infomax_modules().eval()
+    task = SeparativeCodingTask(
+        InterferedViews([Scaled()], n_views=1, segments=2),
+        monitor_samples=6000,
+    )
+    z, g = task.information_pairs(modules, torch.randn(3, 9000), torch.ones(3))
+    assert z.shape == g.shape == (3, 2, 4)
+    assert (
+        task.information_pairs(modules, torch.randn(3, 3000), torch.ones(3))
+        is None
+    )
+    assert (
+        task.information_pairs(modules, torch.randn(1, 9000), torch.ones(1))
+        is None
+    )
+
+
+def test_auxiliary_task_trains_the_speaker_objective_on_the_recipe_views():
+    """With speaker_views the speaker objective sees [clean; augmented]
+    rows of the whole crop with repeated labels; CSC keeps its interfered
+    segment views."""
+    modules = infomax_modules(objective=RecordingObjective())
+    modules["csc_objective"] = CSCInfoMaxLoss(beta=0.1)
+    views = InterferedViews([Scaled()], n_views=1, segments=2)
+    task = SupervisedSeparativeTask(
+        views, csc_weight=0.5, speaker_views=Doubled()
+    )
+    wavs, labels = torch.randn(4, 8000), torch.tensor([0, 1, 2, 1])
+    outputs = task.forward(modules, wavs, torch.ones(4))
+    total = task.loss(modules, outputs, labels)
+    seen = modules.objective
+    assert seen.embeddings.shape == (8, 1, 4)
+    assert seen.labels.tolist() == [0, 1, 2, 1, 0, 1, 2, 1]
+    assert outputs["z"].shape == (8, 4)  # 2 segment views of 4 crops
+    csc = modules.csc_objective(
+        outputs["z"],
+        outputs["g"],
+        outputs["estimate"],
+        outputs["target"],
+        outputs["lengths"],
+    )
+    torch.testing.assert_close(total, seen.embeddings.pow(2).mean() + 0.5 * csc)
+    # csc_weight 0: the recipe alone, no CSC outputs computed.
+    off = SupervisedSeparativeTask(
+        views, csc_weight=0.0, speaker_views=Doubled()
+    )
+    assert set(off.forward(modules, wavs, torch.ones(4))) == {
+        "speaker_embeddings"
+    }
+
+
+def test_mixup_hands_partner_labels_and_weights_to_the_objective():
+    modules = torch.nn.ModuleDict(
+        {
+            "compute_features": Fbank(n_mels=20),
+            "mean_var_norm": InputNormalization(
+                norm_type="sentence", std_norm=False
+            ),
+            "embedding_model": csc_modules()["embedding_model"],
+            "objective": RecordingObjective(),
+        }
+    )
+    task = SupervisedEmbeddingTask(Doubled(), mixup=WaveformMixup(mix_prob=1.0))
+    outputs = task.forward(modules, torch.randn(3, 4000), torch.ones(3))
+    task.loss(modules, outputs, torch.tensor([5, 6, 7]))
+    mixing = modules.objective.mixing
+    labels = modules.objective.labels
+    assert labels.tolist() == [5, 6, 7, 5, 6, 7]
+    torch.testing.assert_close(
+        mixing["partner_labels"], labels[outputs["partner"]]
+    )
+    assert (outputs["partner"] != torch.arange(6)).all()
+    assert ((mixing["weights"] >= 0.5) & (mixing["weights"] <= 1)).all()

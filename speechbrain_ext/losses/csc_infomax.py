@@ -34,6 +34,7 @@ from speechbrain_ext.distributed import (
     gather_with_grad,
     scale_gradient_by_world_size,
 )
+from speechbrain_ext.lobes.cross_attention import unstack_views
 from speechbrain_ext.losses.csc import (
     SEPARATION_LOSSES,
     separation_error,
@@ -43,7 +44,26 @@ from speechbrain_ext.losses.monitors import embedding_health
 from speechbrain_ext.losses.shapes import as_matrix
 from speechbrain_ext.losses.terms import LoggedTerms
 
-__all__ = ["CSCInfoMaxLoss"]
+__all__ = ["CSCInfoMaxLoss", "cross_correlation"]
+
+CRITERIA = ("vicreg", "barlow")
+
+
+def cross_correlation(z, g, eps=1e-5):
+    """Cross-correlation matrix ``[D, D]`` of two batches of vectors.
+
+    Each dimension is standardised over the batch; entry (i, j) is the
+    correlation of z's dimension i with g's dimension j.
+
+    Example
+    -------
+    >>> z = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    >>> cross_correlation(z, 2 * z + 3).diagonal().round(decimals=3)
+    tensor([1., 1.])
+    """
+    z = (z - z.mean(0)) / (z.std(0) + eps)
+    g = (g - g.mean(0)) / (g.std(0) + eps)
+    return z.T @ g / (len(z) - 1)
 
 
 class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
@@ -113,8 +133,14 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
         beta=1.0,
         separation="l1",
         gather_distributed=False,
+        criterion="vicreg",
     ):
         super().__init__()
+        if criterion not in CRITERIA:
+            raise ValueError(
+                f"criterion must be one of {CRITERIA}, got {criterion!r}"
+            )
+        self.criterion = criterion
         if separation not in SEPARATION_LOSSES:
             raise ValueError(
                 f"separation must be one of {sorted(SEPARATION_LOSSES)}, "
@@ -136,7 +162,9 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
         self.separation = separation
         self.gather_distributed = gather_distributed
 
-    def forward(self, z, g, estimate=None, target=None, lengths=None):
+    def forward(
+        self, z, g, estimate=None, target=None, lengths=None, n_views=1
+    ):
         """Computes the loss of one batch.
 
         Arguments
@@ -152,6 +180,11 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
             Clean target features ``[M, T, F]``.
         lengths : torch.Tensor, optional
             Relative lengths ``[M]`` of ``estimate`` / ``target``.
+        n_views : int
+            Views per target, when z and g are SpeechBrain's stacked view
+            rows ``[view 0 of every target; view 1 ...]``: the terms are
+            then computed per view position and averaged (see the class
+            docstring).
 
         Returns
         -------
@@ -169,28 +202,32 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
                 f"z {tuple(z.shape)} and g {tuple(g.shape)} must pair row "
                 "by row"
             )
+        terms = dict(embedding_health(z.detach()))
+        # [targets, views, D]: targets are gathered across ranks, and each
+        # view position keeps its own batch statistics.
+        z, g = unstack_views(z, n_views), unstack_views(g, n_views)
         if self.gather_distributed:
             z, g = gather_with_grad(z), gather_with_grad(g)
         with torch.autocast(device_type=z.device.type, enabled=False):
             z, g = z.float(), g.float()
-            terms = dict(embedding_health(z))
-            invariance = F.mse_loss(z, g)
-            variance_z, covariance_z = variance_covariance(z)
-            variance_g, covariance_g = variance_covariance(g)
-            variance = (variance_z + variance_g) / 2
-            covariance = covariance_z + covariance_g
+            terms_of = (
+                self._barlow_terms
+                if self.criterion == "barlow"
+                else self._vicreg_terms
+            )
+            positions = [terms_of(z[:, v], g[:, v]) for v in range(n_views)]
+            parts = {
+                name: torch.stack([p[name] for p in positions]).mean()
+                for name in positions[0]
+            }
             loss = (
-                self.information_weight * invariance
-                + self.variance_weight * variance
-                + self.covariance_weight * covariance
+                self.information_weight * parts["invariance"]
+                + self.variance_weight * parts.get("variance", 0.0)
+                + self.covariance_weight * parts["covariance"]
             )
         if self.gather_distributed:
             loss = scale_gradient_by_world_size(loss)
-        terms.update(
-            invariance=invariance.detach(),
-            variance=variance.detach(),
-            covariance=covariance.detach(),
-        )
+        terms.update({name: value.detach() for name, value in parts.items()})
         if estimate is not None:
             separation = separation_error(
                 estimate, target, lengths, self.separation
@@ -199,3 +236,27 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
             loss = loss + self.beta * separation
         self.last_term_tensors = terms
         return loss
+
+    @staticmethod
+    def _vicreg_terms(z, g):
+        """VICReg's invariance, variance (mean of both) and covariance."""
+        variance_z, covariance_z = variance_covariance(z)
+        variance_g, covariance_g = variance_covariance(g)
+        # Centred: what every row of a view position shares is not
+        # information about its target.
+        return {
+            "invariance": F.mse_loss(z - z.mean(0), g - g.mean(0)),
+            "variance": (variance_z + variance_g) / 2,
+            "covariance": covariance_z + covariance_g,
+        }
+
+    @staticmethod
+    def _barlow_terms(z, g):
+        """Barlow Twins: mean (1 - C_ii)^2 and sum C_ij^2 (i != j) / D."""
+        correlation = cross_correlation(z, g)
+        diagonal = correlation.diagonal()
+        off_diagonal = correlation - torch.diag_embed(diagonal)
+        return {
+            "invariance": (1 - diagonal).pow(2).mean(),
+            "covariance": off_diagonal.pow(2).sum() / len(diagonal),
+        }
