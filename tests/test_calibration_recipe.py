@@ -162,3 +162,68 @@ def test_verify_calibrate_names_the_fix_without_validation_speakers(
                 "--no_plots",
             ]
         )
+
+
+def test_verify_calibrate_under_interference_fits_per_condition(
+    corpus, prepared, tiny_export, tmp_path
+):
+    output = tmp_path / "verify"
+    results = verify.main(
+        [
+            "--model",
+            tiny_export,
+            "--data_folder",
+            corpus,
+            "--prep_folder",
+            prepared,
+            "--output_folder",
+            str(output),
+            "--calibrate",
+            "--conditions",
+            "clean",
+            "sir0",
+            "--no_plots",
+        ]
+    )
+    clean = LinearCalibration.from_json(str(output / "calibration.json"))
+    own = LinearCalibration.from_json(str(output / "calibration_sir0.json"))
+    assert clean.info["condition"] == "clean"
+    assert own.info["condition"] == "sir0"
+    assert own.n_target + own.n_nontarget == len(
+        read_trials(f"{prepared}/calibration_trials.csv")
+    )
+    # Interfered calibration trials differ from the clean ones, so the fit
+    # moves; the interferers are validation speakers, not test speakers.
+    assert (own.a, own.b) != (clean.a, clean.b)
+    valid = {row["ID"] for row in read_rows(f"{prepared}/valid.csv")}
+    rows = verify.calibration_rows(prepared, {"data_root": corpus})
+    corruptor = verify.corruptors_by_condition(
+        verify.parse_args(
+            ["--model", ".", "--data_folder", corpus, "--conditions", "sir0"]
+        ),
+        rows,
+        {"data_root": corpus},
+        str(tmp_path),
+        interferers=rows,
+    )["sir0"]
+    assert {row["ID"] for row in corruptor.pool.rows} == valid
+    with open(output / "summary.json") as fin:
+        summary = json.load(fin)["results"]
+    assert "calibration_interfered" not in summary["concat"]
+    interfered = summary["concat@sir0"]
+    scores, labels = (
+        results["concat@sir0"]["scores"],
+        results["concat@sir0"]["labels"],
+    )
+    assert interfered["calibration"]["Cllr"] == pytest.approx(
+        verify.cllr(clean(scores), labels)
+    )
+    assert interfered["calibration_interfered"]["Cllr"] == pytest.approx(
+        verify.cllr(own(scores), labels)
+    )
+    for prior in ("0.01", "0.05"):
+        assert interfered["calibration_interfered"][prior][
+            "actDCF"
+        ] == pytest.approx(verify.act_dcf(own(scores), labels, float(prior)))
+    table = (output / "calibration.md").read_text()
+    assert "| actDCF own fit |" in table and "| concat@sir0 |" in table

@@ -40,6 +40,16 @@ and after, min Cllr, and minDCF and actDCF before and after at p_target
 0.01 and 0.05, with the score threshold each prior's Bayes decision
 uses; ``det_calibrated.png`` marks where those thresholds land. See
 docs/calibration.md.
+
+With ``--conditions`` beyond clean, ``--calibrate`` also fits one
+calibration per condition on *interfered* calibration trials: their test
+side is corrupted like the test trials' (same condition, noise bank and
+``--corruption_seed``), with interferers drawn from the other validation
+speakers, never from the test speakers. Each condition then reports Cllr
+and actDCF with the clean-fitted calibration (what a threshold set on
+clean speech costs there) and with its own (``calibration_<condition>``
+in ``summary.json``, ``calibration_<condition>.json``, and a second table
+in ``calibration.md``).
     python verify.py --model results/aam_softmax/1986/export \
         --data_folder /data/CN-Celeb_flac --prep_folder results/prepared \
         --calibrate
@@ -308,19 +318,30 @@ def ensure_prepared(
     )
 
 
-def corruptors_by_condition(args, test_rows, replacements, output):
-    """One :class:`Corruptor` per condition (None for clean)."""
+def noise_bank(args, replacements, output):
+    """The noise bank of the SNR conditions (None when none adds noise)."""
+    if not any(c.snr_db is not None for c in args.conditions):
+        return None
+    noise_csv = args.noise_csv or generate_noise_bank(
+        os.path.join(output, "noise")
+    )
+    return load_waveform_bank(noise_csv, replacements)
+
+
+def corruptors_by_condition(
+    args, test_rows, replacements, output, interferers=None
+):
+    """One :class:`Corruptor` per condition (None for clean).
+
+    Interfering talkers come from ``interferers`` if given, else from
+    ``--interferer_csv``, else from ``test_rows`` themselves.
+    """
     conditions = args.conditions
-    interferers = noises = None
-    if any(c.sir_db is not None for c in conditions):
+    noises = noise_bank(args, replacements, output)
+    if interferers is None and any(c.sir_db is not None for c in conditions):
         interferers = test_rows
         if args.interferer_csv:
             interferers = read_manifest(args.interferer_csv, replacements)
-    if any(c.snr_db is not None for c in conditions):
-        noise_csv = args.noise_csv or generate_noise_bank(
-            os.path.join(output, "noise")
-        )
-        noises = load_waveform_bank(noise_csv, replacements)
     speakers = {
         row["ID"]: row["spk_id"] for row in test_rows if row.get("spk_id")
     }
@@ -371,13 +392,32 @@ def read_calibration_trials(path):
         ) from None
 
 
-def fit_score_calibration(args, encoder, cohort, replacements, cache_folder):
+def fit_score_calibration(
+    args, encoder, cohort, replacements, cache_folder, corruptor=None
+):
     """Scores the calibration trials like the test trials and fits the map.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        The options of :func:`parse_args`.
+    encoder : object
+        The loaded encoder.
+    cohort : list of dict, optional
+        Score cohort rows (score normalisation, mean subtraction).
+    replacements : dict
+        ``$data_root`` and ``$data_root2`` of the manifests.
+    cache_folder : str
+        Embedding cache.
+    corruptor : Corruptor, optional
+        Corrupts the calibration trials' test side (an interfered
+        calibration); None for clean.
 
     Returns
     -------
     LinearCalibration
-        With ``info`` naming the scoring and the calibration trials.
+        With ``info`` naming the scoring, the calibration trials and the
+        test-side ``condition``.
     """
     path = args.calibration_trials or os.path.join(
         args.prep_folder, CALIBRATION_TRIALS
@@ -396,6 +436,7 @@ def fit_score_calibration(args, encoder, cohort, replacements, cache_folder):
         batch_size=args.batch_size,
         cache_folder=cache_folder,
         num_workers=args.num_workers,
+        test_transform=corruptor,
     )
     scores, labels = result["scores"], result["labels"]
     calibration = fit_calibration(
@@ -410,6 +451,7 @@ def fit_score_calibration(args, encoder, cohort, replacements, cache_folder):
             "backend": args.backend,
         },
         "calibration_trials": os.path.abspath(path),
+        "condition": "clean" if corruptor is None else corruptor.name,
         "model": os.path.abspath(args.model),
         "fit": {
             "EER": result["EER"],
@@ -418,13 +460,56 @@ def fit_score_calibration(args, encoder, cohort, replacements, cache_folder):
         },
     }
     logger.info(
-        "calibration on %d trials (%d targets): llr = %.4g * score %+.4g",
+        "calibration (%s) on %d trials (%d targets): llr = %.4g * score %+.4g",
+        calibration.info["condition"],
         len(scores),
         calibration.n_target,
         calibration.a,
         calibration.b,
     )
     return calibration
+
+
+def fit_interfered_calibrations(
+    args, encoder, cohort, replacements, output, cache_folder
+):
+    """A calibration per interfered condition, on interfered calibration trials.
+
+    The calibration trials' test side is corrupted by the condition as
+    the test trials' is (same noise bank and ``--corruption_seed``), but
+    the interfering talkers are the other validation speakers: the test
+    speakers must not shape a calibration that is judged on them. Each
+    fit is saved as ``<output>/calibration_<condition>.json``.
+
+    Returns
+    -------
+    dict
+        Condition name -> :class:`LinearCalibration` (empty when every
+        condition is clean).
+    """
+    if all(condition.is_clean for condition in args.conditions):
+        return {}
+    rows = calibration_rows(args.prep_folder, replacements)
+    corruptors = corruptors_by_condition(
+        args, rows, replacements, output, interferers=rows
+    )
+    calibrations = {}
+    for condition in args.conditions:
+        if condition.is_clean:
+            continue
+        calibration = fit_score_calibration(
+            args,
+            encoder,
+            cohort,
+            replacements,
+            cache_folder,
+            corruptor=corruptors[condition.name],
+        )
+        calibration.to_json(
+            os.path.join(output, f"calibration_{condition.name}.json")
+        )
+        calibrations[condition.name] = calibration
+    return calibrations
 
 
 def calibration_metrics(scores, labels, calibration, priors=REPORT_PRIORS):
@@ -511,13 +596,78 @@ def calibration_table(results, name):
     return "\n".join(lines)
 
 
-def report_calibration(results, calibration, output, name, plots):
-    """Adds calibration metrics to the results; writes table and DET plot."""
+def interference_table(results, name):
+    """Markdown table: each interfered condition under both calibrations.
+
+    "clean fit" is the calibration fitted on clean calibration trials (a
+    threshold set on clean speech), "own fit" the one fitted on
+    calibration trials interfered like that condition's test side.
+    """
+    lines = [
+        "| system | condition | min Cllr | Cllr clean fit | Cllr own fit "
+        "| p_target | minDCF | actDCF clean fit | actDCF own fit |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for condition, result in results.items():
+        own = result.get("calibration_interfered")
+        if own is None:
+            continue
+        clean = result["calibration"]
+        for prior in REPORT_PRIORS:
+            key = f"{prior:g}"
+            lines.append(
+                f"| {name} | {condition} | {clean['minCllr']:.3f} | "
+                f"{clean['Cllr']:.3f} | {own['Cllr']:.3f} | {prior:g} | "
+                f"{clean[key]['minDCF']:.3f} | {clean[key]['actDCF']:.3f} | "
+                f"{own[key]['actDCF']:.3f} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def report_calibration(
+    results, calibration, output, name, plots, interfered=None
+):
+    """Adds calibration metrics to the results; writes tables and DET plot.
+
+    Arguments
+    ---------
+    results : dict
+        Row name -> result of ``verify_trials`` with ``test_condition``.
+    calibration : LinearCalibration
+        Fitted on the clean calibration trials; applied to every row.
+    output : str
+        Folder of ``calibration.md`` and ``det_calibrated.png``.
+    name : str
+        System name in the tables.
+    plots : bool
+        Draw the DET plot.
+    interfered : dict, optional
+        Condition name -> calibration fitted on interfered calibration
+        trials; rows of that condition also get ``calibration_interfered``.
+
+    Returns
+    -------
+    str
+        The markdown table(s).
+    """
+    interfered = interfered or {}
     for result in results.values():
         result["calibration"] = calibration_metrics(
             result["scores"], result["labels"], calibration
         )
+        own = interfered.get(result.get("test_condition"))
+        if own is not None:
+            result["calibration_interfered"] = calibration_metrics(
+                result["scores"], result["labels"], own
+            )
     table = calibration_table(results, name)
+    under_interference = interference_table(results, name)
+    if under_interference:
+        table += (
+            "\n\nUnder interference: calibration fitted on clean "
+            "calibration trials vs on calibration trials interfered like "
+            "the condition (own fit)\n\n" + under_interference
+        )
     with open(os.path.join(output, "calibration.md"), "w") as fout:
         fout.write(table + "\n")
     if plots:
@@ -596,6 +746,14 @@ def main(argv=None):
             os.path.join(output, embeddings),
         )
         calibration.to_json(os.path.join(output, CALIBRATION_FILE))
+        interfered = fit_interfered_calibrations(
+            args,
+            encoder,
+            cohort,
+            replacements,
+            output,
+            os.path.join(output, embeddings),
+        )
     results = {}
     corruptors = None
     for mode in args.enrol_mode:
@@ -646,7 +804,12 @@ def main(argv=None):
     if calibration is not None:
         os.makedirs(output, exist_ok=True)
         calibrated = report_calibration(
-            results, calibration, output, name, plots=not args.no_plots
+            results,
+            calibration,
+            output,
+            name,
+            plots=not args.no_plots,
+            interfered=interfered,
         )
     print(write_report(results, output, name, plots=not args.no_plots))
     if calibrated is not None:
