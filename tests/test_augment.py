@@ -19,9 +19,11 @@ from speechbrain_ext.augment import (
     AddReverbBank,
     WaveformBank,
     generate_noise_bank,
+    load_waveform_bank,
     mix_at_ratio,
     simulate_rirs,
 )
+from speechbrain_ext.augment.bank import StreamingWaveformBank
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -113,11 +115,15 @@ def test_mix_at_ratio_rejects_mismatched_shapes():
 # ------------------------------------------------------------ waveform bank
 
 
+# Multiples of 1 / 32768 are what 16-bit files hold: int16 keeps them exact.
+STEP = 1 / 32768
+
+
 def test_bank_tiles_short_waveforms_and_slices_long_ones():
-    short = torch.tensor([1.0, 2.0, 3.0])
-    long = torch.arange(10.0, 30.0)
+    short = torch.tensor([1.0, 2.0, 3.0]) * STEP
+    long = torch.arange(10.0, 30.0) * STEP
     torch.manual_seed(0)
-    segments = WaveformBank([short, long]).random_segments(512, 7)
+    segments = WaveformBank([short, long]).random_segments(512, 7) / STEP
     starts = set()
     for segment in segments:
         if segment[0] < 10:  # from the short waveform: repeated from 0
@@ -129,10 +135,165 @@ def test_bank_tiles_short_waveforms_and_slices_long_ones():
 
 
 def test_bank_select_pads_with_zeros():
-    bank = WaveformBank([torch.tensor([1.0, 2.0]), torch.tensor([3.0])])
+    bank = WaveformBank([torch.tensor([0.25, 0.5]), torch.tensor([0.75])])
     waveforms, lengths = bank.select(torch.tensor([1, 0, 1]))
-    assert torch.equal(waveforms, torch.tensor([[3, 0], [1, 2], [3, 0.0]]))
+    expected = torch.tensor([[0.75, 0], [0.25, 0.5], [0.75, 0.0]])
+    assert torch.equal(waveforms, expected)
     assert torch.equal(lengths, torch.tensor([1, 2, 1]))
+
+
+def test_bank_stores_int16_and_returns_float32():
+    wavs = [torch.randn(1000) * 0.1, torch.randn(300) * 3.0]
+    bank = WaveformBank(wavs)
+    assert bank.samples.dtype == torch.int16
+    assert bank.nbytes == 2 * 1300  # half of float32
+    waveforms, _ = bank.select(torch.tensor([0, 1]))
+    assert waveforms.dtype == torch.float32
+    # Scaled per waveform: quiet and loud ones both keep ~96 dB of range.
+    for row, wav in enumerate(wavs):
+        error = (waveforms[row, : len(wav)] - wav).abs().max()
+        assert error <= wav.abs().max() / 32767 * 0.51
+
+
+def test_bank_keeps_16_bit_files_exact_and_float_rirs_close(tmp_path):
+    pcm = torch.randint(-32768, 32768, (4000,)) / 32768
+    save_audio(str(tmp_path / "pcm.wav"), pcm, 16000, subtype="PCM_16")
+    rir = torch.exp(-torch.arange(2000.0) / 300) * torch.randn(2000)
+    rir = rir / rir.abs().max()
+    save_audio(str(tmp_path / "rir.wav"), rir, 16000, subtype="FLOAT")
+    rows = [["pcm", 0.25, "$root/pcm.wav"], ["rir", 0.125, "$root/rir.wav"]]
+    csv_file = write_csv(tmp_path / "mixed.csv", rows)
+    bank = load_waveform_bank(csv_file, {"root": str(tmp_path)})
+    waveforms, _ = bank.select(torch.tensor([0, 1]))
+    assert torch.equal(waveforms[0], pcm.float())
+    assert (waveforms[1, :2000] - rir).abs().max() <= 0.51 / 32767
+
+
+def noise_files(folder, n_files=4, seconds=0.5, rate=16000):
+    """Writes ``n_files`` 16-bit noises and their CSV; returns the CSV."""
+    rows = []
+    for index in range(n_files):
+        wav = torch.randn(int(seconds * rate) + 37 * index).clamp(-3, 3) / 4
+        save_audio(str(folder / f"n{index}.wav"), wav, rate, subtype="PCM_16")
+        rows.append([f"n{index}", seconds, f"$root/n{index}.wav"])
+    return write_csv(folder / "noises.csv", rows)
+
+
+def test_augmenters_of_one_csv_share_one_bank_per_device(tmp_path):
+    csv_file = noise_files(tmp_path)
+    root = {"root": str(tmp_path)}
+    music, noise = (
+        AddNoiseBank(csv_file, 5, 15, root),
+        AddNoiseBank(csv_file, 0, 15, root),
+    )
+    clean, lens = padded_batch([8000, 6000], 8000)
+    music(clean, lens), noise(clean, lens)
+    assert music.bank("cpu") is noise.bank("cpu")
+    for device in DEVICES[1:]:
+        assert music.bank(device) is noise.bank(device)
+        assert music.bank(device).samples.dtype == torch.int16
+
+
+def test_memory_bank_above_the_guard_says_to_stream(tmp_path):
+    csv_file = noise_files(tmp_path)
+    with pytest.raises(MemoryError, match="storage='stream'") as error:
+        load_waveform_bank(
+            csv_file,
+            {"root": str(tmp_path)},
+            storage="memory",
+            max_memory_mb=0.01,
+        )
+    assert "noises.csv" in str(error.value) and " h of audio" in str(
+        error.value
+    )
+
+
+def test_auto_streams_above_the_threshold_with_the_same_draws(tmp_path):
+    csv_file = noise_files(tmp_path)
+    root = {"root": str(tmp_path)}
+    memory = load_waveform_bank(csv_file, root, storage="auto")
+    streamed = load_waveform_bank(csv_file, root, stream_above_mb=0.01)
+    assert isinstance(memory, WaveformBank)
+    assert isinstance(streamed, StreamingWaveformBank)
+    # Same generator calls in the same order: the same noises, exactly.
+    for length in (300, 20000):  # sliced from long files, and tiled
+        torch.manual_seed(3)
+        expected = memory.random_segments(16, length)
+        torch.manual_seed(3)
+        assert torch.equal(streamed.random_segments(16, length), expected)
+    indices = torch.tensor([3, 0, 2])
+    for got, want in zip(streamed.select(indices), memory.select(indices)):
+        assert torch.equal(got, want)
+
+
+def test_streaming_reads_only_the_segments_of_the_batch(tmp_path, monkeypatch):
+    csv_file = noise_files(tmp_path, n_files=3, seconds=5.0)
+    bank = load_waveform_bank(
+        csv_file, {"root": str(tmp_path)}, storage="stream"
+    )
+    reads = []
+    real_read = sf.read
+
+    def counting_read(*args, **kwargs):
+        data, rate = real_read(*args, **kwargs)
+        reads.append(len(data))
+        return data, rate
+
+    monkeypatch.setattr(audio.sf, "read", counting_read)
+    bank.random_segments(8, 1600)
+    assert len(reads) == 8 and max(reads) == 1600  # not the 80000-sample files
+
+
+def test_streaming_resamples_other_rates(tmp_path):
+    t = torch.arange(8000 * 2) / 8000
+    save_audio(
+        str(tmp_path / "tone.wav"), 0.5 * torch.sin(2 * np.pi * 440 * t), 8000
+    )
+    csv_file = write_csv(tmp_path / "tone.csv", [["t", 2.0, "$root/tone.wav"]])
+    root = {"root": str(tmp_path)}
+    memory = load_waveform_bank(csv_file, root, storage="memory")
+    streamed = load_waveform_bank(csv_file, root, storage="stream")
+    assert int(streamed.lengths[0]) == 32000
+    torch.manual_seed(0)
+    expected = memory.random_segments(4, 4000)
+    torch.manual_seed(0)
+    got = streamed.random_segments(4, 4000)
+    # Resampling a segment differs from resampling the file only near the
+    # segment's edges.
+    torch.testing.assert_close(
+        got[:, 100:-100], expected[:, 100:-100], atol=2e-3, rtol=0
+    )
+
+
+def test_streaming_error_names_the_csv_line(tmp_path):
+    csv_file = noise_files(tmp_path, n_files=2)
+    bank = load_waveform_bank(
+        csv_file, {"root": str(tmp_path)}, storage="stream"
+    )
+    os.remove(tmp_path / "n1.wav")
+    with pytest.raises(AudioError, match=r"noises.csv, line 3 \(ID n1\)"):
+        for _ in range(20):
+            bank.random_segments(4, 100)
+
+
+def test_streamed_augmenters_match_in_memory_ones(tmp_path):
+    csv_file = noise_files(tmp_path)
+    root = {"root": str(tmp_path)}
+    clean, lens = padded_batch([8000, 6000, 8000], 8000)
+    outputs = []
+    for storage in ("memory", "stream"):
+        torch.manual_seed(11)
+        noisy = AddNoiseBank(csv_file, 5, 5, root, storage=storage)(clean, lens)
+        outputs.append(noisy)
+    torch.testing.assert_close(outputs[0], outputs[1])
+    rir_folder = tmp_path / "rirs"
+    rirs = simulate_rirs(str(rir_folder), n_rirs=2)
+    wet = []
+    for storage in ("memory", "stream"):
+        torch.manual_seed(11)
+        wet.append(AddReverbBank(rirs, storage=storage)(clean, lens))
+    # Float RIRs are held as int16 in memory, exactly when streamed.
+    assert power_ratio_db(wet[1], wet[0] - wet[1]) > 60
 
 
 # ------------------------------------------------------------- noise bank
@@ -353,7 +514,8 @@ def test_add_reverb_bank_convolves_aligned_on_direct_path(tmp_path):
     wet = AddReverbBank(csv_file, rescale_amp=None)(dry, torch.tensor([0.8]))
     # y[t] = sum_j h[j] x[t + 2 - j]; the fifth sample is padding.
     expected = torch.tensor([[1.0, 2.5, 1.0, 0.0, 0.0]])
-    assert torch.allclose(wet, expected, atol=1e-6)
+    # The bank holds RIRs as int16 scaled to their peak: 0.5 -> 16384/32767.
+    assert torch.allclose(wet, expected, atol=1e-4)
     assert wet[0, 4] == 0.0
 
 
@@ -368,7 +530,9 @@ def test_add_reverb_bank_matches_speechbrain_reverberate(tmp_path):
     dry[:, 400:1600] = torch.randn(2, 1200, generator=generator)
     wet = AddReverbBank(csv_file)(dry, torch.ones(2))
     expected = reverberate(dry, rir, rescale_amp="avg")
-    assert torch.allclose(wet, expected, atol=1e-5)
+    # Up to the int16 rounding of the RIR, 1 / 65534 of its peak per tap.
+    assert torch.allclose(wet, expected, atol=1e-3)
+    assert power_ratio_db(expected.flatten(), (wet - expected).flatten()) > 75
 
 
 def test_add_reverb_bank_is_linear_not_circular(tmp_path):

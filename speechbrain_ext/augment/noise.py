@@ -173,12 +173,13 @@ def generate_noise_bank(
 
 
 class AddNoiseBank(BankAugmentation):
-    """Adds noise from an in-memory bank at an exact, random SNR.
+    """Adds noise from a bank (int16 in memory, or streamed) at a random SNR.
 
     A drop-in replacement for ``speechbrain.augment.time_domain.AddNoise``
     (same call, usable in ``speechbrain.augment.augmenter.Augmenter``) that
-    reads the noise files once, on the first call, and never builds a
-    DataLoader. Each utterance gets a segment of a random noise file
+    reads the noise files once, on the first call (or, for a bank above
+    ``stream_above_mb`` such as MUSAN, reads the segments each batch needs
+    from disk), and never builds a DataLoader. Each utterance gets a segment of a random noise file
     (tiled if the file is shorter) at an SNR drawn uniformly in
     [snr_low, snr_high] dB; the SNR is exact over the valid samples and
     the padding stays untouched (see :func:`~.mixing.mix_at_ratio`).
@@ -196,6 +197,15 @@ class AddNoiseBank(BankAugmentation):
         Values of ``$name`` placeholders in the CSV.
     sample_rate : int
         Rate of the waveforms to augment; noises are resampled to it.
+    storage : str
+        "auto" (default), "memory" or "stream": where the bank lives, see
+        :func:`~speechbrain_ext.augment.bank.load_waveform_bank`; "auto"
+        streams noises from disk above ``stream_above_mb``.
+    stream_above_mb : float
+        Bank size as int16 above which "auto" streams (1024 MB: about
+        9.3 h at 16 kHz).
+    max_memory_mb : float or None
+        Largest bank "memory" accepts; larger ones raise, saying what to do.
 
     Example
     -------
@@ -219,8 +229,18 @@ class AddNoiseBank(BankAugmentation):
         snr_high=15.0,
         replacements=None,
         sample_rate=16000,
+        storage="auto",
+        stream_above_mb=1024.0,
+        max_memory_mb=4096.0,
     ):
-        super().__init__(csv_file, replacements, sample_rate)
+        super().__init__(
+            csv_file,
+            replacements,
+            sample_rate,
+            storage,
+            stream_above_mb,
+            max_memory_mb,
+        )
         if snr_low > snr_high:
             raise ValueError(f"snr_low {snr_low} > snr_high {snr_high}")
         self.snr_low = snr_low

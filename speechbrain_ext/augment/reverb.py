@@ -146,7 +146,7 @@ def simulate_rirs(
 
 
 class AddReverbBank(BankAugmentation):
-    """Convolves each utterance with a random RIR from an in-memory bank.
+    """Convolves each utterance with a random RIR from a bank.
 
     Unlike ``speechbrain.augment.time_domain.AddReverb``, which applies one
     RIR to the whole batch and streams RIRs through a DataLoader, every
@@ -171,6 +171,15 @@ class AddReverbBank(BankAugmentation):
         "avg" (mean absolute value) or "peak": the amplitude of the clean
         utterance that the reverberant one is rescaled to; None keeps the
         raw convolution.
+    storage : str
+        "auto" (default), "memory" or "stream": where the bank lives, see
+        :func:`~speechbrain_ext.augment.bank.load_waveform_bank`; "auto"
+        streams RIRs from disk above ``stream_above_mb``.
+    stream_above_mb : float
+        Bank size as int16 above which "auto" streams (1024 MB: about
+        9.3 h at 16 kHz).
+    max_memory_mb : float or None
+        Largest bank "memory" accepts; larger ones raise, saying what to do.
 
     Example
     -------
@@ -183,9 +192,23 @@ class AddReverbBank(BankAugmentation):
     """
 
     def __init__(
-        self, csv_file, replacements=None, sample_rate=16000, rescale_amp="avg"
+        self,
+        csv_file,
+        replacements=None,
+        sample_rate=16000,
+        rescale_amp="avg",
+        storage="auto",
+        stream_above_mb=1024.0,
+        max_memory_mb=4096.0,
     ):
-        super().__init__(csv_file, replacements, sample_rate)
+        super().__init__(
+            csv_file,
+            replacements,
+            sample_rate,
+            storage,
+            stream_above_mb,
+            max_memory_mb,
+        )
         if rescale_amp not in ("avg", "peak", None):
             raise ValueError(
                 f"rescale_amp must be 'avg', 'peak' or None, got {rescale_amp}"
