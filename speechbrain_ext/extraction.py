@@ -169,7 +169,9 @@ class EmbeddingExtractor:
     batch_size : int
         Utterances per batch.
     max_batch_seconds : float, optional
-        Also caps the total audio per batch (long files get small batches).
+        Also caps the padded audio per batch, ``len(batch)`` x its longest
+        item in seconds (long files get small batches; one longer than the
+        cap is embedded alone).
     max_seconds : float, optional
         Crops each utterance to at most this long (None keeps it whole).
     sample_rate : int

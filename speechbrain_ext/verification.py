@@ -174,6 +174,7 @@ def verify_trials(
     cache_folder=None,
     num_workers=0,
     test_transform=None,
+    max_batch_seconds=None,
 ):
     """Scores a trial list with an encoder and returns EER and minDCF.
 
@@ -208,6 +209,11 @@ def verify_trials(
         e.g. :class:`speechbrain_ext.robustness.Corruptor`. Test embeddings
         are then cached in ``<cache_folder>/test-<name>-<checksum>``, where
         ``name`` is ``test_transform.name`` (e.g. ``sir5``).
+    max_batch_seconds : float, optional
+        Caps the padded audio of an embedding batch (``batch_size`` x its
+        longest item, in seconds): long concatenated enrolments are then
+        embedded a few at a time instead of exhausting a small GPU. An item
+        longer than the cap is embedded alone.
 
     Returns
     -------
@@ -220,7 +226,10 @@ def verify_trials(
     if needs_cohort and not cohort:
         raise ValueError(f"score_norm={score_norm!r} / mean_norm need a cohort")
     extractor = EmbeddingExtractor(
-        encoder, batch_size=batch_size, num_workers=num_workers
+        encoder,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        max_batch_seconds=max_batch_seconds,
     )
     if test_transform is None:
         emb_of = _embed_rows(
@@ -236,6 +245,7 @@ def verify_trials(
                 batch_size=batch_size,
                 num_workers=num_workers,
                 transform=test_transform,
+                max_batch_seconds=max_batch_seconds,
             ),
             test_rows,
             cache_folder,

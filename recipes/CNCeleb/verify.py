@@ -165,8 +165,20 @@ def parse_args(argv):
         help="trial list (default: <prep_folder>/trials.csv)",
     )
     parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument(
+        "--max_batch_seconds",
+        type=float,
+        default=600.0,
+        help="cap on an embedding batch's padded audio (batch size x its "
+        "longest item, seconds), so that long concatenated enrolments fit "
+        "a small GPU; 0 for no cap",
+    )
     parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="torch device; auto: cuda if available, else cpu",
+    )
     parser.add_argument(
         "--backend",
         default="torch",
@@ -236,6 +248,11 @@ def parse_args(argv):
         args.conditions = [parse_condition(c) for c in args.conditions]
     except ValueError as err:
         parser.error(str(err))
+    args.device = resolve_device(args.device, args.backend)
+    if args.max_batch_seconds < 0:
+        parser.error(
+            f"--max_batch_seconds must be >= 0, got {args.max_batch_seconds}"
+        )
     if args.backend == "onnx" and args.device != "cpu":
         parser.error(f"--backend onnx runs on the CPU, not {args.device}")
     names = [condition.name for condition in args.conditions]
@@ -246,6 +263,39 @@ def parse_args(argv):
             f"--calibration_prior must be in (0, 1), got {args.calibration_prior}"
         )
     return args
+
+
+def resolve_device(device, backend="torch"):
+    """The device ``--device`` names; "auto" is cuda when torch sees one.
+
+    Arguments
+    ---------
+    device : str
+        "auto" or a torch device ("cpu", "cuda", "cuda:1").
+    backend : str
+        "onnx" runs on the CPU, so "auto" means "cpu" there.
+
+    Returns
+    -------
+    str
+        The device.
+
+    Example
+    -------
+    >>> resolve_device("cuda:1")
+    'cuda:1'
+    >>> resolve_device("auto", backend="onnx")
+    'cpu'
+    >>> resolve_device("auto") == (
+    ...     "cuda" if torch.cuda.is_available() else "cpu"
+    ... )
+    True
+    """
+    if device != "auto":
+        return device
+    if backend == "torch" and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
 
 
 def model_name(model):
@@ -434,6 +484,7 @@ def fit_score_calibration(
         top_n=args.top_n,
         mean_norm=args.mean_norm,
         batch_size=args.batch_size,
+        max_batch_seconds=args.max_batch_seconds or None,
         cache_folder=cache_folder,
         num_workers=args.num_workers,
         test_transform=corruptor,
@@ -779,6 +830,7 @@ def main(argv=None):
                 top_n=args.top_n,
                 mean_norm=args.mean_norm,
                 batch_size=args.batch_size,
+                max_batch_seconds=args.max_batch_seconds or None,
                 cache_folder=os.path.join(output, embeddings),
                 num_workers=args.num_workers,
                 test_transform=corruptors[condition.name],
