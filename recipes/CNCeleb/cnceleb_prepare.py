@@ -49,6 +49,23 @@ any corpus of speaker folders (e.g. ``<root>/<speaker>/<utt>.wav``);
 
 Run it from the command line (``python cnceleb_prepare.py --help``) or from
 a training script through ``speechbrain.utils.distributed.run_on_main``.
+Header reads are logged every 20,000 files with their rate.
+
+Multi-GPU runs: prepare once before ``torchrun``. Inside ``torchrun`` the
+main process prepares while the other ranks wait at a barrier, and
+CN-Celeb1+2 (about 630k files, 3.48M trials) takes minutes (see
+``bench/prepare_scale.py``), which a short process-group timeout may not
+allow. With the same options as the YAML's ``prepare_options`` (and the
+same ``prep_folder``), ``train.py`` then finds ``prepare_options.json``
+matching and skips preparation on every rank::
+
+    python cnceleb_prepare.py --data_folder /data/CN-Celeb_flac \
+        --cnceleb2_folder /data/CN-Celeb2_flac \
+        --save_folder results/prepared --valid_ratio 0.02 \
+        --join_min_duration 5.0 --min_duration 1.0
+    torchrun --nproc_per_node=8 train.py hparams/aam_softmax.yaml \
+        --data_folder /data/CN-Celeb_flac \
+        --prepare_options.cnceleb2_folder /data/CN-Celeb2_flac
 
 Authors
  * speechbrain_ext contributors
@@ -354,13 +371,21 @@ def _training_rows(
     return rows
 
 
+# CN-Celeb options a folder corpus ignores instead of refusing (see
+# prepare_data).
+FOLDER_IGNORED = ("join_min_duration", "min_duration")
+
+
 def prepare_data(data_format, data_folder, save_folder, **options):
     """Runs :func:`prepare_cnceleb` or :func:`prepare_folder_corpus`.
 
     Lets one set of recipe options serve both formats: options the chosen
     preparation does not take are ignored while they hold that option's
     default in the other preparation (e.g. ``cnceleb2_folder: null`` for a
-    folder corpus), and are an error otherwise.
+    folder corpus), and are an error otherwise. ``join_min_duration`` and
+    ``min_duration`` (CN-Celeb's segment joining, which the recipe's YAMLs
+    set as the anchors do) are ignored with a warning for a folder corpus,
+    whose files are kept whole.
 
     Arguments
     ---------
@@ -392,6 +417,18 @@ def prepare_data(data_format, data_folder, save_folder, **options):
             f"got {data_format!r}"
         )
     chosen = inspect.signature(functions[data_format]).parameters
+    if data_format == "folder":
+        ignored = {
+            name: options.pop(name)
+            for name in FOLDER_IGNORED
+            if options.get(name, 0.0) != 0.0
+        }
+        if ignored:
+            logger.warning(
+                "a folder corpus is not joined or filtered by duration: "
+                "ignoring %s",
+                ", ".join(f"{k}={v}" for k, v in sorted(ignored.items())),
+            )
     defaults = {
         name: parameter.default
         for function in functions.values()
