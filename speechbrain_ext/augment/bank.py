@@ -36,6 +36,7 @@ import logging
 import math
 import os
 
+import numpy as np
 import torch
 
 from speechbrain_ext.audio import AudioError, audio_info, load_audio
@@ -413,10 +414,13 @@ class StreamingWaveformBank:
         """
         indices = indices.cpu()
         lengths = self.lengths[indices]
-        out = torch.zeros(len(indices), int(lengths.max()))
+        # Assembled in numpy: torch's per-row copies wake its thread pool
+        # every row, which costs more than the reads on a busy machine.
+        out = np.zeros((len(indices), int(lengths.max())), dtype=np.float32)
         for row, index in enumerate(indices.tolist()):
-            out[row, : lengths[row]] = self._read(index, 0, int(lengths[row]))
-        return out.to(self.device), lengths.to(self.device)
+            size = int(lengths[row])
+            out[row, :size] = self._read(index, 0, size).numpy()
+        return torch.from_numpy(out).to(self.device), lengths.to(self.device)
 
     def random_segments(self, batch_size, length):
         """Draws segments of random files at random start points.
@@ -437,16 +441,16 @@ class StreamingWaveformBank:
         sizes = self.lengths[which]
         spare = (sizes - length).clamp(min=0)
         start = (torch.rand(batch_size) * (spare + 1)).long().clamp(max=spare)
-        out = torch.empty(batch_size, length)
-        for row, (index, first) in enumerate(
-            zip(which.tolist(), start.tolist())
+        out = np.empty((batch_size, length), dtype=np.float32)
+        for row, (index, first, size) in enumerate(
+            zip(which.tolist(), start.tolist(), sizes.tolist())
         ):
-            size = min(int(sizes[row]), length)
-            wav = self._read(index, first, size)
+            size = min(size, length)
+            wav = self._read(index, first, size).numpy()
             if size < length:  # tiled, as WaveformBank does
-                wav = wav.repeat(math.ceil(length / size))[:length]
+                wav = np.tile(wav, math.ceil(length / size))[:length]
             out[row] = wav
-        return out.to(self.device)
+        return torch.from_numpy(out).to(self.device)
 
 
 def bank_size_mb(lengths):
