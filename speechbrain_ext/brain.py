@@ -54,7 +54,6 @@ import torch
 
 import speechbrain as sb
 from speechbrain_ext.distributed import gather_for_metrics
-from speechbrain_ext.lobes.cross_attention import unstack_views
 from speechbrain_ext.losses.information import (
     gaussian_information,
     shuffled_partners,
@@ -260,17 +259,11 @@ class TaskBrain(RobustBrain):
     A task with an ``information_pairs`` method (CSC) also returns, for
     every validation batch, the (z, g) pairs of interfered views of its
     crops; :meth:`information_stats` turns them into the estimate of
-    I(z; g) the training log reports, with its shuffled control. The
-    estimate's directions are fitted on the (z, g) pairs of the epoch's
-    last training batches (up to ``INFORMATION_FIT_TARGETS`` targets), so
-    that every validation pair is scored.
+    I(z; g) the training log reports, with its shuffled control.
     """
 
     # Seeds the shuffled pairing, so that it is the same every epoch.
     SHUFFLE_SEED = 0
-    INFORMATION_FIT_TARGETS = 4096
-    # Fewer training targets than this: fit on half the validation pairs.
-    INFORMATION_MIN_FIT_TARGETS = 256
 
     def compute_forward(self, batch, stage):
         """Training outputs of the task, or embeddings for other stages."""
@@ -289,27 +282,6 @@ class TaskBrain(RobustBrain):
         """Resets the accumulators and the (z, g) pairs of the stage."""
         super().on_stage_start(stage, epoch)
         self.information_pairs = []
-        if stage == sb.Stage.TRAIN or not hasattr(self, "information_fit"):
-            self.information_fit = []
-
-    def _keep_training_pairs(self, outputs):
-        """Keeps the last training (z, g) pairs, to fit the estimate on."""
-        task = self.hparams.task
-        if not hasattr(task, "information_pairs"):
-            return
-        if not isinstance(outputs, dict) or "g" not in outputs:
-            return
-        n_views = task.n_views
-        pairs = tuple(
-            unstack_views(outputs[key].detach(), n_views).float().cpu()
-            for key in ("z", "g")
-        )
-        self.information_fit.append(pairs)
-        kept = sum(len(z) for z, _ in self.information_fit)
-        while kept - len(self.information_fit[0][0]) >= (
-            self.INFORMATION_FIT_TARGETS
-        ):
-            kept -= len(self.information_fit.pop(0)[0])
 
     def information_stats(self):
         """Estimated I(z; g) of this stage's validation pairs, in nats.
@@ -348,7 +320,6 @@ class TaskBrain(RobustBrain):
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Counts the batch's terms, then lets the task follow the step."""
         super().on_fit_batch_end(batch, outputs, loss, should_step)
-        self._keep_training_pairs(outputs)
         if should_step:
             self.hparams.task.on_optimizer_step(self.modules)
 
