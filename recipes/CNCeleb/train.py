@@ -320,6 +320,10 @@ def load_hparams(hparams_file, overrides):
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     sb.utils.distributed.ddp_init_group(run_opts)
+    if str(run_opts.get("device", "")).startswith("cuda"):
+        # Training crops have one length, so cuDNN's autotuner picks the
+        # fastest convolution kernels once and reuses them every step.
+        torch.backends.cudnn.benchmark = True
     hparams = load_hparams(hparams_file, overrides)
     # A read-only or full disk fails now, not at the first checkpoint.
     check_writable(hparams["output_folder"])

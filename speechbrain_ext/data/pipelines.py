@@ -36,6 +36,7 @@ __all__ = [
     "audio_pipelines",
     "crop_or_repeat",
     "speaker_loader_options",
+    "worker_options",
     "speakers_of",
 ]
 
@@ -150,6 +151,47 @@ def audio_pipelines(sample_rate, sentence_len, valid_max_seconds):
     return train_audio, valid_audio
 
 
+# DataLoader options that only exist with worker processes.
+WORKER_ONLY_OPTIONS = ("persistent_workers", "prefetch_factor")
+
+
+def worker_options(dataloader_opts):
+    """Loader options without the worker-only ones when there are no workers.
+
+    ``torch.utils.data.DataLoader`` refuses ``persistent_workers`` and
+    ``prefetch_factor`` with ``num_workers=0``, so hparams that set them for
+    a GPU run still work with ``--num_workers=0`` (tests, debugging).
+
+    Arguments
+    ---------
+    dataloader_opts : dict
+        Loader options, e.g. the hparams' ``train_dataloader_opts``.
+
+    Returns
+    -------
+    dict
+        A copy, without the worker-only options if ``num_workers`` is 0 or
+        missing.
+
+    Example
+    -------
+    >>> opts = {
+    ...     "num_workers": 0,
+    ...     "persistent_workers": True,
+    ...     "prefetch_factor": 4,
+    ... }
+    >>> worker_options(opts)
+    {'num_workers': 0}
+    >>> worker_options(dict(opts, num_workers=2)) == dict(opts, num_workers=2)
+    True
+    """
+    options = dict(dataloader_opts)
+    if not options.get("num_workers"):
+        for key in WORKER_ONLY_OPTIONS:
+            options.pop(key, None)
+    return options
+
+
 def speaker_loader_options(
     dataloader_opts, train_data, make_sampler=None, speaker_labels=True
 ):
@@ -183,7 +225,7 @@ def speaker_loader_options(
     ValueError
         If a sampler is given for a self-supervised task.
     """
-    options = dict(dataloader_opts)
+    options = worker_options(dataloader_opts)
     options.setdefault("collate_fn", collate_readable)
     if make_sampler is not None and not speaker_labels:
         raise ValueError(
