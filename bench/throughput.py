@@ -266,12 +266,12 @@ def folder_prepare_options(hparams):
     >>> folder_prepare_options(
     ...     {
     ...         "data_format": "folder",
-    ...         "prepare_options": {"join_min_duration": 5},
+    ...         "prepare_options": {"cnceleb2_folder": "/data/CN-Celeb2"},
     ...     }
     ... )
     Traceback (most recent call last):
     ...
-    ValueError: prepare_options join_min_duration do not apply to a folder corpus
+    ValueError: prepare_options cnceleb2_folder do not apply to a folder corpus
     """
     if hparams["data_format"] != "folder":
         raise ValueError(
@@ -280,6 +280,10 @@ def folder_prepare_options(hparams):
         )
     accepted = inspect.signature(prepare_folder_corpus).parameters
     options = dict(hparams["prepare_options"])
+    # As the recipe's prepare_data: a folder corpus is not joined or
+    # filtered by duration, whatever the YAML sets for CN-Celeb.
+    for key in ("join_min_duration", "min_duration"):
+        options.pop(key, None)
     extra = sorted(key for key in options if key not in accepted)
     if any(options[key] for key in extra):
         raise ValueError(
