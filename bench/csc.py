@@ -303,13 +303,21 @@ def scores_path(run_folder, condition):
     return os.path.join(run_folder, f"scores_{condition}.npy")
 
 
-def learning_curves(out, seeds, systems, ssl_epochs):
+def finished_runs(records):
+    """system -> [seed, ...] of the reported run records, in order."""
+    runs = {}
+    for record in records:
+        runs.setdefault(record["system"], []).append(record["seed"])
+    return runs
+
+
+def learning_curves(out, records, ssl_epochs):
     """System label -> seed -> [(epoch, validation EER)], all epochs.
 
     Fine-tuning continues the self-supervised epochs on the x axis.
     """
     curves = {}
-    for system in systems:
+    for system, seeds in finished_runs(records).items():
         offset = ssl_epochs if system == "csc_finetune" else 0
         curves[LABELS[system]] = {
             seed: [
@@ -338,13 +346,13 @@ VALID_MONITORS = ("loss_information", "loss_information_shuffled")
 CSC_SYSTEMS = ("csc", "aam_softmax_csc", *ABLATIONS)
 
 
-def collapse_monitors(out, seeds, systems):
+def collapse_monitors(out, records):
     """Per-epoch training monitors of the CSC runs, from their logs.
 
     Returns system -> seed -> list of ``{"epoch", monitor: value}``.
     """
     monitors = {}
-    for system in systems:
+    for system, seeds in finished_runs(records).items():
         if system not in CSC_SYSTEMS:
             continue
         monitors[system] = {}
@@ -514,6 +522,12 @@ def parse_args(argv=None):
         action="store_true",
         help="train and score only (a parallel worker)",
     )
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="report the finished runs among --systems x --seeds, "
+        "training nothing (the others are listed as missing)",
+    )
     return parser.parse_args(argv)
 
 
@@ -555,9 +569,13 @@ def main(argv=None):
     paths = prepare(args, config, out)
     if args.prepare_only:
         return
-    records = []
+    records, missing = [], []
     for seed in args.seeds:
         for system in args.systems:
+            run_folder = os.path.join(out, "runs", system, str(seed))
+            if args.report_only and not is_finished(run_folder, args):
+                missing.append(f"{system}/{seed}")
+                continue
             objective, epochs, extra = system_plan(
                 system, seed, args, out, head
             )
@@ -569,7 +587,6 @@ def main(argv=None):
                 dict(config, epochs=epochs),
                 paths,
             )
-            run_folder = os.path.join(out, "runs", system, str(seed))
             print(
                 f"[{system} seed {seed}] scoring {args.conditions}", flush=True
             )
@@ -581,17 +598,31 @@ def main(argv=None):
             records.append(run)
     if args.no_report:
         return
-    report_benchmark(args, config, head, paths, records, start, argv)
+    if missing:
+        print(f"not finished, left out: {', '.join(missing)}", flush=True)
+    report_benchmark(args, config, head, paths, records, start, argv, missing)
 
 
-def report_benchmark(args, config, head, paths, records, start, argv):
+def is_finished(run_folder, args):
+    """Whether a run is trained, exported and scored in every condition."""
+    if not os.path.isfile(os.path.join(run_folder, "bench_run.json")):
+        return False
+    return all(
+        os.path.isfile(scores_path(run_folder, name))
+        for name in args.conditions
+    )
+
+
+def report_benchmark(
+    args, config, head, paths, records, start, argv, missing=()
+):
     """Scores file, table, verdicts, curves and monitors of the runs."""
     out = paths["out"]
     scores_file = os.path.join(out, "csc_scores.npz")
     write_scores(scores_file, records, paths["prep_folder"])
     print("[paired tests, from the scores file]", flush=True)
     verdicts = recompute(scores_file, PAIRS)
-    curves = learning_curves(out, args.seeds, args.systems, args.ssl_epochs)
+    curves = learning_curves(out, records, args.ssl_epochs)
     plot_eer_vs_sir(
         sir_curves(verdicts["summary"]), os.path.join(out, "eer_vs_sir.png")
     )
@@ -610,12 +641,13 @@ def report_benchmark(args, config, head, paths, records, start, argv):
         ),
         "paired": verdicts["paired"],
         "scores_file": "csc_scores.npz",
+        "not_finished": list(missing),
         "curves": {
             label: {str(seed): points for seed, points in by_seed.items()}
             for label, by_seed in curves.items()
         },
         "curves_table": curves_table(curves),
-        "monitors": collapse_monitors(out, args.seeds, args.systems),
+        "monitors": collapse_monitors(out, records),
         "benchmark_seconds_this_call": time.time() - start,
     }
     report = write_report(

@@ -29,15 +29,30 @@ import torch
 
 __all__ = [
     "BACKENDS",
+    "ONNX_FILE",
     "OnnxEncoder",
     "load_encoder",
     "make_session",
     "onnx_extractor",
+    "onnx_path",
     "require_onnxruntime",
 ]
 
 BACKENDS = ("torch", "onnx")
 INSTALL_HINT = "pip install speechbrain_ext[onnx]"
+# The file an export folder holds the graph in (onnx_export writes it).
+ONNX_FILE = "embedding_model.onnx"
+
+
+def onnx_path(model_folder):
+    """Where the ONNX graph of an export folder lives.
+
+    Example
+    -------
+    >>> onnx_path("results/aam_softmax/1986/export")
+    'results/aam_softmax/1986/export/embedding_model.onnx'
+    """
+    return os.path.join(model_folder, ONNX_FILE)
 
 
 def require_onnxruntime():
@@ -106,8 +121,6 @@ class OnnxEncoder:
     device = "cpu"
 
     def __init__(self, path, threads=None):
-        from speechbrain_ext.onnx_export import onnx_path
-
         if os.path.isdir(path):
             path = onnx_path(path)
         require_onnxruntime()

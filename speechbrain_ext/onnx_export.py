@@ -73,6 +73,14 @@ import warnings
 import numpy as np
 import torch
 
+# The runtime side owns the file name; export depends on it, not back.
+from speechbrain_ext.onnx_backend import (
+    ONNX_FILE,
+    make_session,
+    onnx_path,
+    require_onnxruntime,
+)
+
 __all__ = [
     "ONNX_FILE",
     "ContextSplitPooling",
@@ -84,7 +92,6 @@ __all__ = [
 ]
 
 # Written in the SpeechBrain export folder, beside embedding_model.ckpt.
-ONNX_FILE = "embedding_model.onnx"
 OPSET = 18
 INSTALL_HINT = "pip install speechbrain_ext[onnx]"
 # Each ONNX embedding must agree this well with torch's for an export.
@@ -93,17 +100,6 @@ MIN_COSINE = 0.9999
 
 class OnnxExportError(RuntimeError):
     """A model that cannot be exported to ONNX, or exports wrongly."""
-
-
-def onnx_path(model_folder):
-    """Where the ONNX graph of an export folder lives.
-
-    Example
-    -------
-    >>> onnx_path("results/aam_softmax/1986/export")
-    'results/aam_softmax/1986/export/embedding_model.onnx'
-    """
-    return os.path.join(model_folder, ONNX_FILE)
 
 
 def _require_exporter():
@@ -439,7 +435,6 @@ def _check_against_torch(module, path, sample_rate, label):
     ``module`` holds the original (not rewritten) modules, so the check
     also covers :class:`DftConvSTFT` and :class:`ContextSplitPooling`.
     """
-    from speechbrain_ext.onnx_backend import make_session
 
     # Another batch size and length than the traced example: a dimension
     # the exporter had fixed would fail here, not in a user's run.
@@ -498,7 +493,6 @@ def export_encoder_onnx(
         ``path``.
     """
     onnx = _require_exporter()
-    from speechbrain_ext.onnx_backend import require_onnxruntime
 
     require_onnxruntime()
     label = label or type(embedding_model).__name__

@@ -233,6 +233,7 @@ def test_without_a_teacher_the_infomax_objective_pairs_z_with_g():
         outputs["estimate"],
         outputs["target"],
         outputs["lengths"],
+        n_views=2,
     )
     torch.testing.assert_close(loss, expected)
     loss.backward()
@@ -287,6 +288,7 @@ def test_auxiliary_task_trains_the_speaker_objective_on_the_recipe_views():
         outputs["estimate"],
         outputs["target"],
         outputs["lengths"],
+        n_views=2,
     )
     torch.testing.assert_close(total, seen.embeddings.pow(2).mean() + 0.5 * csc)
     # csc_weight 0: the recipe alone, no CSC outputs computed.
