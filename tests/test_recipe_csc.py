@@ -57,9 +57,15 @@ def prepare_like_train(hparams_file, overrides):
 def unlabelled_prep(corpus, tmp_path_factory):
     """A prepared folder whose train.csv has no speaker column."""
     prep = str(tmp_path_factory.mktemp("csc") / "prepared")
+    # The preparation options of TINY, so that later runs reuse it.
     prepare_like_train(
         "hparams/csc.yaml",
-        {"data_folder": corpus, "prep_folder": prep},
+        {
+            "data_folder": corpus,
+            "prep_folder": prep,
+            "join_min_duration": 0.0,
+            "min_duration": 0.0,
+        },
     )
     train_csv = os.path.join(prep, "train.csv")
     shutil.copy(train_csv, train_csv + ".labelled")
