@@ -404,7 +404,9 @@ def test_read_list_names_file_and_line(tmp_path):
     assert read_list(str(path), 2)[1] == (3, ["c", "test/d.wav"])
 
 
-def test_prepare_data_dispatches_and_rejects_foreign_options(tmp_path):
+def test_prepare_data_dispatches_and_ignores_joining_for_folders(
+    tmp_path, caplog
+):
     make_folder_corpus(
         tmp_path / "corpus", [("c", "s1", "wav"), ("c", "s2", "wav")]
     )
@@ -419,13 +421,19 @@ def test_prepare_data_dispatches_and_rejects_foreign_options(tmp_path):
         join_min_duration=0.0,
     )
     assert len(read_csv(tmp_path / "csv" / "eval.csv")) == 12
-    with pytest.raises(ValueError, match="join_min_duration"):
-        prepare_data(
-            "folder",
-            str(tmp_path / "corpus"),
-            str(tmp_path),
-            join_min_duration=5.0,
-        )
+    # The YAMLs' CN-Celeb joining default: a folder corpus keeps its files
+    # whole and says so, rather than failing every folder-corpus run.
+    prepare_data(
+        "folder",
+        str(tmp_path / "corpus"),
+        str(tmp_path / "joined"),
+        n_test_speakers=2,
+        valid_ratio=0,
+        join_min_duration=5.0,
+        min_duration=1.0,
+    )
+    assert any("join_min_duration=5.0" in m for m in caplog.messages)
+    assert len(read_csv(tmp_path / "joined" / "eval.csv")) == 12
     with pytest.raises(ValueError, match="data_format"):
         prepare_data("voxceleb", str(tmp_path), str(tmp_path))
 
