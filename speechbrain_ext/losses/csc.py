@@ -45,6 +45,7 @@ from speechbrain_ext.losses.terms import LoggedTerms
 __all__ = [
     "CSCLoss",
     "distillation_information",
+    "check_weights",
     "entropy",
     "separation_error",
     "sinkhorn_knopp",
@@ -111,6 +112,28 @@ def distillation_information(teacher_probs, student_log_probs):
     marginal_entropy = entropy(teacher_probs.mean(dim=0))
     cross_entropy = -(teacher_probs * student_log_probs).sum(dim=1).mean()
     return marginal_entropy - cross_entropy
+
+
+def check_weights(separation, **weights):
+    """Raises a clear error for an unknown separation loss or a negative
+    weight of a CSC objective.
+
+    Example
+    -------
+    >>> check_weights("l1", beta=1.0, information_weight=0.0)
+    >>> check_weights("l1", beta=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: weights must be >= 0, got {'beta': -1.0}
+    """
+    if separation not in SEPARATION_LOSSES:
+        raise ValueError(
+            f"separation must be one of {sorted(SEPARATION_LOSSES)}, "
+            f"got {separation!r}"
+        )
+    negative = {name: w for name, w in weights.items() if w < 0}
+    if negative:
+        raise ValueError(f"weights must be >= 0, got {negative}")
 
 
 def separation_error(estimate, target, lengths=None, kind="l1"):
@@ -342,11 +365,14 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         information_weight=1.0,
     ):
         super().__init__()
-        if separation not in SEPARATION_LOSSES:
-            raise ValueError(
-                f"separation must be one of {sorted(SEPARATION_LOSSES)}, "
-                f"got {separation!r}"
-            )
+        check_weights(
+            separation,
+            information_weight=information_weight,
+            beta=beta,
+            mean_entropy_weight=mean_entropy_weight,
+            variance_weight=variance_weight,
+            covariance_weight=covariance_weight,
+        )
         if teacher_temperature <= 0 or student_temperature <= 0:
             raise ValueError(
                 "temperatures must be positive, got teacher "
@@ -360,16 +386,6 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
             raise ValueError(
                 f"center_momentum must be in [0, 1), got {center_momentum}"
             )
-        weights = dict(
-            information_weight=information_weight,
-            beta=beta,
-            mean_entropy_weight=mean_entropy_weight,
-            variance_weight=variance_weight,
-            covariance_weight=covariance_weight,
-        )
-        negative = {name: w for name, w in weights.items() if w < 0}
-        if negative:
-            raise ValueError(f"weights must be >= 0, got {negative}")
         self.teacher_temperature = float(teacher_temperature)
         self.student_temperature = float(student_temperature)
         self.center_momentum = float(center_momentum)

@@ -36,7 +36,7 @@ from speechbrain_ext.distributed import (
 )
 from speechbrain_ext.lobes.cross_attention import unstack_views
 from speechbrain_ext.losses.csc import (
-    SEPARATION_LOSSES,
+    check_weights,
     separation_error,
     variance_covariance,
 )
@@ -141,20 +141,13 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
                 f"criterion must be one of {CRITERIA}, got {criterion!r}"
             )
         self.criterion = criterion
-        if separation not in SEPARATION_LOSSES:
-            raise ValueError(
-                f"separation must be one of {sorted(SEPARATION_LOSSES)}, "
-                f"got {separation!r}"
-            )
-        weights = dict(
+        check_weights(
+            separation,
             information_weight=information_weight,
             variance_weight=variance_weight,
             covariance_weight=covariance_weight,
             beta=beta,
         )
-        negative = {name: w for name, w in weights.items() if w < 0}
-        if negative:
-            raise ValueError(f"weights must be >= 0, got {negative}")
         self.information_weight = float(information_weight)
         self.variance_weight = float(variance_weight)
         self.covariance_weight = float(covariance_weight)

@@ -52,7 +52,7 @@ import os
 
 import numpy as np
 
-from speechbrain_ext.scoring.metrics import _as_numpy
+from speechbrain_ext.scoring.metrics import _check_scores_labels
 
 __all__ = [
     "LinearCalibration",
@@ -75,64 +75,11 @@ _RIDGE = 1e-10
 def _check(values, labels, what, allow_infinite=False):
     """Validates scores or LLRs and labels; returns float64 and bool arrays.
 
-    Arguments
-    ---------
-    values : array-like
-        One score or LLR per trial (list, numpy array or torch tensor).
-    labels : array-like
-        One label per trial, bool or 0/1 (True / 1 = target).
-    what : str
-        Name of the measure, for the one-class error message.
-    allow_infinite : bool
-        Accept +-inf (an LLR may be certain); NaN is always an error.
-
-    Returns
-    -------
-    values : numpy.ndarray
-        float64, shape [N].
-    labels : numpy.ndarray
-        bool, shape [N].
+    See :func:`~speechbrain_ext.scoring.metrics._check_scores_labels`;
+    ``what`` names the measure in the one-class error message, and
+    ``allow_infinite`` accepts +-inf (an LLR may be certain).
     """
-    values = _as_numpy(values)
-    labels = _as_numpy(labels)
-    if values.ndim != 1 or labels.ndim != 1:
-        raise ValueError(
-            "scores and labels must be 1-D, got shapes "
-            f"{values.shape} and {labels.shape}"
-        )
-    if values.size == 0:
-        raise ValueError("scores is empty: there are no trials to evaluate")
-    if values.shape != labels.shape:
-        raise ValueError(
-            f"scores has {values.size} trials but labels has {labels.size}"
-        )
-    if not np.issubdtype(values.dtype, np.number):
-        raise ValueError(f"scores must be numeric, got dtype {values.dtype}")
-    values = values.astype(np.float64, copy=False)
-    bad = np.isnan(values) if allow_infinite else ~np.isfinite(values)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"scores must be {'not NaN' if allow_infinite else 'finite'}; "
-            f"trial {first} has score {values[first]}"
-        )
-    if labels.dtype != np.bool_:
-        is_binary = (labels == 0) | (labels == 1)
-        if not is_binary.all():
-            first = int(np.flatnonzero(~is_binary)[0])
-            raise ValueError(
-                f"labels must be bool or 0/1; trial {first} has label "
-                f"{labels[first].item()!r}"
-            )
-        labels = labels == 1
-    n_target = int(np.count_nonzero(labels))
-    if n_target == 0 or n_target == labels.size:
-        kind = "non-target" if n_target == 0 else "target"
-        raise ValueError(
-            f"all {labels.size} trials are {kind}: {what} needs both "
-            "target and non-target trials"
-        )
-    return values, labels
+    return _check_scores_labels(values, labels, what, allow_infinite)
 
 
 def _check_prior_costs(p_target, c_miss, c_fa):

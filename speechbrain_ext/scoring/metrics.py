@@ -48,7 +48,9 @@ def _as_numpy(values):
     return np.asarray(values)
 
 
-def _check_scores_labels(scores, labels):
+def _check_scores_labels(
+    scores, labels, what="EER and minDCF", allow_infinite=False
+):
     """Validates and converts scores to float64 and labels to bool.
 
     Arguments
@@ -57,6 +59,11 @@ def _check_scores_labels(scores, labels):
         One score per trial.
     labels : array-like
         One label per trial, bool or 0/1 (1 = target).
+    what : str
+        What needs both classes, for the one-class error message.
+    allow_infinite : bool
+        Accept +-inf (a log-likelihood ratio may be certain); NaN is
+        always an error.
 
     Returns
     -------
@@ -81,10 +88,12 @@ def _check_scores_labels(scores, labels):
     if not np.issubdtype(scores.dtype, np.number):
         raise ValueError(f"scores must be numeric, got dtype {scores.dtype}")
     scores = scores.astype(np.float64, copy=False)
-    if not np.isfinite(scores).all():
-        bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+    invalid = np.isnan(scores) if allow_infinite else ~np.isfinite(scores)
+    if invalid.any():
+        bad = int(np.flatnonzero(invalid)[0])
         raise ValueError(
-            f"scores must be finite; trial {bad} has score {scores[bad]}"
+            f"scores must be {'not NaN' if allow_infinite else 'finite'}; "
+            f"trial {bad} has score {scores[bad]}"
         )
     if labels.dtype != np.bool_:
         is_binary = (labels == 0) | (labels == 1)
@@ -99,7 +108,7 @@ def _check_scores_labels(scores, labels):
     if n_target == 0 or n_target == labels.size:
         kind = "non-target" if n_target == 0 else "target"
         raise ValueError(
-            f"all {labels.size} trials are {kind}: EER and minDCF need both "
+            f"all {labels.size} trials are {kind}: {what} need(s) both "
             "target and non-target trials"
         )
     return scores, labels
