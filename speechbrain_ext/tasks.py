@@ -396,16 +396,21 @@ class SeparativeCodingTask(EmbeddingTask):
         )
         return stack_views(g)
 
-    def forward(self, modules, wavs, lens):
-        """z, g, separation estimate and target (and teacher logits)."""
-        normalised, view_lens, target = self.interfered_features(
-            modules, wavs, lens
-        )
+    def student_pairs(self, modules, normalised, view_lens):
+        """The encoder's heads and every view's z and g, ``[rows, dim]``."""
         heads = modules.embedding_model(normalised, view_lens, separate=True)
         z = heads["embedding"].squeeze(1)
         g = self.global_vectors(
             modules.aggregator, heads["frames"], z, view_lens
         )
+        return heads, z, g
+
+    def forward(self, modules, wavs, lens):
+        """z, g, separation estimate and target (and teacher logits)."""
+        normalised, view_lens, target = self.interfered_features(
+            modules, wavs, lens
+        )
+        heads, z, g = self.student_pairs(modules, normalised, view_lens)
         outputs = {
             "z": z,
             "g": g,
@@ -462,11 +467,7 @@ class SeparativeCodingTask(EmbeddingTask):
         normalised, view_lens, _ = self.interfered_features(
             modules, wavs, lens, separation_target=False
         )
-        heads = modules.embedding_model(normalised, view_lens, separate=True)
-        z = heads["embedding"].squeeze(1)
-        g = self.global_vectors(
-            modules.aggregator, heads["frames"], z, view_lens
-        )
+        _, z, g = self.student_pairs(modules, normalised, view_lens)
         return (
             unstack_views(z, self.n_views).float(),
             unstack_views(g, self.n_views).float(),

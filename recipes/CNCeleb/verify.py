@@ -324,6 +324,18 @@ def evaluation_sets(prep_folder, enrol_mode):
     return eval_csv, eval_csv
 
 
+def scoring_options(args):
+    """The scoring settings of ``verify_trials`` that the test trials and
+    the calibration trials share, so both are scored alike."""
+    return {
+        "score_norm": args.score_norm,
+        "top_n": args.top_n,
+        "mean_norm": args.mean_norm,
+        "batch_size": args.batch_size,
+        "max_batch_seconds": args.max_batch_seconds or None,
+    }
+
+
 def ensure_prepared(
     data_folder, prep_folder, cnceleb2_folder=None, valid_ratio=0
 ):
@@ -480,11 +492,7 @@ def fit_score_calibration(
         rows,
         trials,
         cohort=cohort,
-        score_norm=args.score_norm,
-        top_n=args.top_n,
-        mean_norm=args.mean_norm,
-        batch_size=args.batch_size,
-        max_batch_seconds=args.max_batch_seconds or None,
+        **scoring_options(args),
         cache_folder=cache_folder,
         num_workers=args.num_workers,
         test_transform=corruptor,
@@ -826,11 +834,7 @@ def main(argv=None):
                 test_rows,
                 trials,
                 cohort=cohort,
-                score_norm=args.score_norm,
-                top_n=args.top_n,
-                mean_norm=args.mean_norm,
-                batch_size=args.batch_size,
-                max_batch_seconds=args.max_batch_seconds or None,
+                **scoring_options(args),
                 cache_folder=os.path.join(output, embeddings),
                 num_workers=args.num_workers,
                 test_transform=corruptors[condition.name],

@@ -45,6 +45,7 @@ from speechbrain_ext.losses.terms import LoggedTerms
 __all__ = [
     "CSCLoss",
     "distillation_information",
+    "check_estimate_target",
     "check_weights",
     "entropy",
     "separation_error",
@@ -134,6 +135,24 @@ def check_weights(separation, **weights):
     negative = {name: w for name, w in weights.items() if w < 0}
     if negative:
         raise ValueError(f"weights must be >= 0, got {negative}")
+
+
+def check_estimate_target(estimate, target):
+    """Raises unless the separation estimate and target come together.
+
+    Example
+    -------
+    >>> check_estimate_target(None, None)
+    >>> check_estimate_target(torch.zeros(1), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: estimate and target go together: got only the estimate
+    """
+    if (estimate is None) != (target is None):
+        raise ValueError(
+            "estimate and target go together: got only the "
+            + ("estimate" if target is None else "target")
+        )
 
 
 def separation_error(estimate, target, lengths=None, kind="l1"):
@@ -472,11 +491,7 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         torch.Tensor
             The scalar loss, float32.
         """
-        if (estimate is None) != (target is None):
-            raise ValueError(
-                "estimate and target go together: got only the "
-                + ("estimate" if target is None else "target")
-            )
+        check_estimate_target(estimate, target)
         if student_logits.shape != teacher_logits.shape:
             raise ValueError(
                 f"student logits {tuple(student_logits.shape)} and teacher "

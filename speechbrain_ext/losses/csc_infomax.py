@@ -36,6 +36,7 @@ from speechbrain_ext.distributed import (
 )
 from speechbrain_ext.lobes.cross_attention import unstack_views
 from speechbrain_ext.losses.csc import (
+    check_estimate_target,
     check_weights,
     separation_error,
     variance_covariance,
@@ -184,11 +185,7 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
         torch.Tensor
             The scalar loss, float32.
         """
-        if (estimate is None) != (target is None):
-            raise ValueError(
-                "estimate and target go together: got only the "
-                + ("estimate" if target is None else "target")
-            )
+        check_estimate_target(estimate, target)
         z, g = as_matrix(z), as_matrix(g)
         if z.shape != g.shape:
             raise ValueError(
