@@ -80,13 +80,20 @@ def prepare_options(config):
     >>> prepare_options({"n_test_speakers": 12, "n_valid_speakers": 4})
     {'n_test_speakers': 12, 'valid_ratio': 4, 'different_key_only': True, \
 'seed': 1234}
+    >>> prepare_options(
+    ...     {"n_test_speakers": 50, "n_valid_speakers": 10, "test_fold": 3}
+    ... )["test_fold"]
+    3
     """
-    return {
+    options = {
         "n_test_speakers": config["n_test_speakers"],
         "valid_ratio": config["n_valid_speakers"],
         "different_key_only": True,
         "seed": PREPARE_SEED,
     }
+    if config.get("test_fold") is not None:
+        options["test_fold"] = config["test_fold"]
+    return options
 
 
 def prepare_once(corpus, prep_folder, config):

@@ -120,6 +120,7 @@ from bench.objective_runs import (
     score_resemblyzer,
     train_overrides,
 )
+from bench.scores import save_trial_scores
 from bench.stats import (
     format_spread,
     format_verdict,
@@ -154,6 +155,7 @@ DEFAULT = {
     "n_valid_speakers": 10,
     "max_utts_per_speaker": 40,
     "n_speakers": None,
+    "test_fold": None,
     "device": "cpu",
     "num_workers": 1,
     "threads": 1,
@@ -185,9 +187,12 @@ BUDGET_OPTIONS = (
     "max_utts_per_speaker",
     "n_test_speakers",
     "n_valid_speakers",
+    "test_fold",
 )
 
 SCORES_FILE = "scores.npy"
+# Every run's per-trial scores, the trial list once (bench.scores).
+TRIAL_SCORES_NPZ = "objectives_scores.npz"
 REQUEST_FILE = "bench_request.json"
 CURVES_PNG = "objectives_curves.png"
 # Overrides that do not change what a run computes.
@@ -398,6 +403,32 @@ def trial_speakers(prep_folder):
     enrol = np.array([speaker[enrol_id] for enrol_id, _, _ in trials])
     test = np.array([speaker[test_id] for _, test_id, _ in trials])
     return labels, enrol, test
+
+
+def trial_list(prep_folder, labels, enrol, test):
+    """The trial fields :func:`bench.scores.save_trial_scores` keeps.
+
+    Arguments
+    ---------
+    prep_folder : str
+        Holds ``trials.csv``.
+    labels, enrol, test : numpy.ndarray
+        From :func:`trial_speakers`.
+
+    Returns
+    -------
+    dict
+        ``enrol``, ``test`` (utterance ids), ``label``, ``enrol_speaker``
+        and ``test_speaker``.
+    """
+    trials = read_trial_file(os.path.join(prep_folder, "trials.csv"))
+    return {
+        "enrol": [enrol_id for enrol_id, _, _ in trials],
+        "test": [test_id for _, test_id, _ in trials],
+        "label": labels,
+        "enrol_speaker": enrol,
+        "test_speaker": test,
+    }
 
 
 def trial_scores(run_folder, record, paths, config):
@@ -950,6 +981,14 @@ def parse_args(argv=None):
     parser.add_argument("--n_test_speakers", type=int, default=None)
     parser.add_argument("--n_valid_speakers", type=int, default=None)
     parser.add_argument(
+        "--test_fold",
+        type=int,
+        default=None,
+        help="hold out block K of --n_test_speakers speakers of the "
+        "seeded speaker order (cross-validation: run K = 0..S/n-1 in "
+        "separate --out folders, pool with bench.verdicts)",
+    )
+    parser.add_argument(
         "--n_resamples",
         type=int,
         default=1000,
@@ -1101,6 +1140,15 @@ def main(argv=None):
 
     summary = summarize_runs(records)
     labels, enrol, test = trial_speakers(paths["prep_folder"])
+    save_trial_scores(
+        os.path.join(out, TRIAL_SCORES_NPZ),
+        trial_list(paths["prep_folder"], labels, enrol, test),
+        {
+            (name, seed, "clean"): values
+            for name, by_seed in scores.items()
+            for seed, values in by_seed.items()
+        },
+    )
     paired = paired_against(
         scores, labels, enrol, test, n_resamples=args.n_resamples
     )

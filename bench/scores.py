@@ -24,6 +24,7 @@ import numpy as np
 __all__ = [
     "TRIAL_FIELDS",
     "load_trial_scores",
+    "pool_trial_scores",
     "save_trial_scores",
     "score_key",
 ]
@@ -252,4 +253,75 @@ def load_trial_scores(path):
             for name in names
             if name.startswith("scores/")
         }
+    return trials, scores
+
+
+def pool_trial_scores(paths):
+    """Trials and scores of several files, concatenated (e.g. CV folds).
+
+    Each file holds the trials of one test split (a cross-validation fold
+    with its own models); pooled, the trials of every fold form one list
+    and ``system/seed/condition`` names the fold's model of that system
+    and seed in each part. Only runs that every file has are kept, so a
+    fold still training leaves its runs out rather than misaligning them.
+
+    Arguments
+    ---------
+    paths : list of str
+        Files of :func:`save_trial_scores`.
+
+    Returns
+    -------
+    trials : dict
+        As :func:`load_trial_scores`, the files' trials one after another.
+    scores : dict
+        ``"system/seed/condition"`` -> scores over the pooled trials.
+
+    Raises
+    ------
+    ValueError
+        If no run is in every file, or two files share a test speaker (the
+        folds would not be disjoint).
+
+    Example
+    -------
+    >>> tmpdir = getfixture("tmpdir")
+    >>> for fold, spk in enumerate(("a", "b")):
+    ...     save_trial_scores(
+    ...         str(tmpdir / f"fold{fold}.npz"),
+    ...         [(f"{spk}/1", f"{spk}/2", 1, spk, spk)],
+    ...         {("hybrid", 1, "clean"): [0.5 + fold]},
+    ...     )
+    >>> trials, scores = pool_trial_scores(
+    ...     [str(tmpdir / "fold0.npz"), str(tmpdir / "fold1.npz")]
+    ... )
+    >>> trials["test_speaker"].tolist(), scores["hybrid/1/clean"].tolist()
+    (['a', 'b'], [0.5, 1.5])
+    """
+    loaded = [load_trial_scores(path) for path in paths]
+    seen = {}
+    for path, (trials, _) in zip(paths, loaded):
+        speakers = set(trials["enrol_speaker"]) | set(trials["test_speaker"])
+        for speaker in speakers:
+            if speaker in seen:
+                raise ValueError(
+                    f"speaker {speaker} is tested in {seen[speaker]} and "
+                    f"{path}: pooled files must hold disjoint test speakers"
+                )
+            seen[speaker] = path
+    keys = [
+        key
+        for key in loaded[0][1]
+        if all(key in scores for _, scores in loaded[1:])
+    ]
+    if not keys:
+        raise ValueError(f"no run is in every file of {list(paths)}")
+    trials = {
+        field: np.concatenate([t[field] for t, _ in loaded])
+        for field in TRIAL_FIELDS
+    }
+    scores = {
+        key: np.concatenate([scores[key] for _, scores in loaded])
+        for key in keys
+    }
     return trials, scores

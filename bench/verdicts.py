@@ -12,7 +12,17 @@ Run from the repository root::
     python -m bench.verdicts bench/results/csc_scores.npz \\
         --pairs aam_softmax_csc:aam_softmax csc:simclr --out verdicts.json
 
-Without ``--pairs`` every system is compared with ``--baseline``.
+Without ``--pairs`` every system is compared with ``--baseline``. Several
+files (the folds of a cross-validation, each with its own test speakers)
+are pooled into one trial list first (:func:`bench.scores.pool_trial_scores`),
+so the verdict covers every fold's speakers; ``--pooled_scores`` keeps the
+pooled file::
+
+    python -m bench.verdicts \\
+        results/bench/folds/fold*/objectives_scores.npz \\
+        --pairs hybrid:aam_softmax \\
+        --pooled_scores bench/results/objectives_folds_scores.npz \\
+        --out bench/results/objectives_folds.json
 """
 
 import argparse
@@ -21,7 +31,7 @@ import sys
 
 import numpy as np
 
-from bench.scores import load_trial_scores
+from bench.scores import load_trial_scores, pool_trial_scores, save_trial_scores
 from bench.stats import (
     format_spread,
     format_verdict,
@@ -92,12 +102,13 @@ def summary_table(summary, conditions, labels=None):
 
 
 def recompute(path, pairs, n_resamples=1000, seed=0):
-    """Summary and paired verdicts of a scores file.
+    """Summary and paired verdicts of a scores file (or pooled files).
 
     Arguments
     ---------
-    path : str
-        A file of :func:`bench.scores.save_trial_scores`.
+    path : str or list of str
+        A file of :func:`bench.scores.save_trial_scores`, or several, pooled
+        by :func:`bench.scores.pool_trial_scores`.
     pairs : list of tuple
         ``(system, baseline)`` pairs to test in every condition both have,
         on the seeds both have.
@@ -114,7 +125,10 @@ def recompute(path, pairs, n_resamples=1000, seed=0):
         seeds), ``paired`` (``"<system>_vs_<baseline>@<condition>"`` ->
         bootstrap result with its ``text``) and ``conditions``.
     """
-    trials, scores = load_trial_scores(path)
+    if isinstance(path, (list, tuple)):
+        trials, scores = pool_trial_scores(path)
+    else:
+        trials, scores = load_trial_scores(path)
     labels = trials["label"]
     metrics = run_metrics(scores, labels)
     summary = {
@@ -156,13 +170,26 @@ def recompute(path, pairs, n_resamples=1000, seed=0):
         "summary": summary,
         "paired": paired,
         "conditions": conditions,
+        "n_trials": int(labels.size),
+        "n_speakers": len(
+            set(trials["enrol_speaker"]) | set(trials["test_speaker"])
+        ),
     }
 
 
 def parse_args(argv=None):
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("scores", help="a .npz of bench.scores")
+    parser.add_argument(
+        "scores",
+        nargs="+",
+        help="a .npz of bench.scores, or several (folds) to pool",
+    )
+    parser.add_argument(
+        "--pooled_scores",
+        default=None,
+        help="write the pooled trials and scores to this .npz",
+    )
     parser.add_argument(
         "--pairs",
         nargs="*",
@@ -178,13 +205,20 @@ def parse_args(argv=None):
 def main(argv=None):
     """Prints the table and verdicts; writes them as JSON if asked."""
     args = parse_args(argv)
+    paths = args.scores if len(args.scores) > 1 else args.scores[0]
+    if args.pooled_scores:
+        trials, pooled = pool_trial_scores(args.scores)
+        save_trial_scores(args.pooled_scores, trials, pooled)
     if args.pairs is None:
-        _, scores = load_trial_scores(args.scores)
+        if isinstance(paths, list):
+            _, scores = pool_trial_scores(paths)
+        else:
+            _, scores = load_trial_scores(paths)
         systems = _runs(scores)
         pairs = [(s, args.baseline) for s in systems if s != args.baseline]
     else:
         pairs = [tuple(pair.split(":")) for pair in args.pairs]
-    result = recompute(args.scores, pairs, args.n_resamples)
+    result = recompute(paths, pairs, args.n_resamples)
     print(summary_table(result["summary"], result["conditions"]))
     for name, verdict in result["paired"].items():
         print(f"- {verdict['text']} [{name.split('@')[1]}]")

@@ -6,6 +6,7 @@ import pytest
 from bench.scores import (
     TRIAL_FIELDS,
     load_trial_scores,
+    pool_trial_scores,
     save_trial_scores,
     score_key,
 )
@@ -144,3 +145,34 @@ def test_load_rejects_other_npz_files(tmp_path):
     np.savez(path, scores=np.zeros(3))
     with pytest.raises(ValueError, match="format version None"):
         load_trial_scores(path)
+
+
+def test_pooled_folds_concatenate_and_keep_common_runs(tmp_path):
+    for fold, (a, b) in enumerate((("a", "b"), ("c", "d"))):
+        scores = {("hybrid", 1, "clean"): [0.9, 0.1 * fold]}
+        if fold == 0:
+            scores[("supcon", 1, "clean")] = [0.2, 0.3]
+        save_trial_scores(
+            str(tmp_path / f"fold{fold}.npz"),
+            [(f"{a}/1", f"{a}/2", 1, a, a), (f"{a}/1", f"{b}/1", 0, a, b)],
+            scores,
+        )
+    paths = [str(tmp_path / f"fold{k}.npz") for k in (0, 1)]
+    trials, scores = pool_trial_scores(paths)
+    assert trials["enrol_speaker"].tolist() == ["a", "a", "c", "c"]
+    assert trials["label"].tolist() == [True, False, True, False]
+    assert list(scores) == ["hybrid/1/clean"]  # supcon is in fold 0 only
+    np.testing.assert_allclose(
+        scores["hybrid/1/clean"], [0.9, 0, 0.9, 0.1], atol=1e-3
+    )
+
+
+def test_pooling_refuses_folds_that_share_a_speaker(tmp_path):
+    for fold in (0, 1):
+        save_trial_scores(
+            str(tmp_path / f"fold{fold}.npz"),
+            [("a/1", "a/2", 1, "a", "a")],
+            {("hybrid", 1, "clean"): [0.5]},
+        )
+    with pytest.raises(ValueError, match="speaker a is tested in"):
+        pool_trial_scores([str(tmp_path / f"fold{k}.npz") for k in (0, 1)])

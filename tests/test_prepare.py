@@ -396,6 +396,44 @@ def test_split_held_out_counts_and_fractions():
         split_held_out(items, 11, seed=0)
 
 
+def test_split_held_out_blocks_are_disjoint_folds():
+    items = list(range(10))
+    folds = [split_held_out(items, 2, seed=3, block=b)[1] for b in range(5)]
+    assert sorted(sum(folds, [])) == items
+    assert folds[0] == split_held_out(items, 2, seed=3)[1]
+    for block, held in enumerate(folds):
+        kept = split_held_out(items, 2, seed=3, block=block)[0]
+        assert not set(kept) & set(held) and len(kept) == 8
+    with pytest.raises(ValueError, match="blocks are 0 to 4"):
+        split_held_out(items, 2, seed=3, block=5)
+
+
+def test_folder_corpus_test_folds_rotate_the_test_speakers(tmp_path):
+    for spk in ("s1", "s2", "s3", "s4"):
+        os.makedirs(tmp_path / "corpus" / spk)
+        for word in ("w1", "w2"):
+            sf.write(
+                tmp_path / "corpus" / spk / f"{spk}-{word}.wav",
+                np.full(1600, 0.1, dtype=np.float32),
+                16000,
+            )
+    tested = []
+    for fold in (0, 1):
+        out = tmp_path / f"fold{fold}"
+        prepare_folder_corpus(
+            str(tmp_path / "corpus"),
+            str(out),
+            n_test_speakers=2,
+            test_fold=fold,
+            valid_ratio=0,
+        )
+        evaluation = {row["spk_id"] for row in read_csv(out / "eval.csv")}
+        training = {row["spk_id"] for row in read_csv(out / "train.csv")}
+        assert len(evaluation) == 2 and not evaluation & training
+        tested.append(evaluation)
+    assert tested[0] | tested[1] == {"s1", "s2", "s3", "s4"}
+
+
 def test_read_list_names_file_and_line(tmp_path):
     path = tmp_path / "trials.lst"
     path.write_text("a test/b.wav 1\n\nc test/d.wav\n")

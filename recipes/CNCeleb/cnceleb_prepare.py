@@ -814,6 +814,13 @@ def main(argv=None):
     parser.add_argument(
         "--n_test_speakers", type=_count_or_fraction, default=10
     )
+    parser.add_argument(
+        "--test_fold",
+        type=int,
+        default=0,
+        help="folder corpus: hold out block K of --n_test_speakers "
+        "speakers (rotate K for cross-validation folds)",
+    )
     parser.add_argument("--max_trials", type=int, default=None)
     parser.add_argument("--different_key_only", action="store_true")
     parser.add_argument("--key_field", type=int, default=1)
@@ -840,6 +847,7 @@ def main(argv=None):
     if args["folder_corpus"]:
         prepare_folder_corpus(
             n_test_speakers=args["n_test_speakers"],
+            test_fold=args["test_fold"],
             max_trials=args["max_trials"],
             different_key_only=args["different_key_only"],
             key_field=args["key_field"],

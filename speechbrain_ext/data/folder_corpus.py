@@ -45,6 +45,7 @@ def prepare_folder_corpus(
     data_folder,
     save_folder,
     n_test_speakers=10,
+    test_fold=0,
     valid_ratio=0.05,
     split_mode="speaker",
     max_trials=None,
@@ -80,6 +81,11 @@ def prepare_folder_corpus(
     n_test_speakers : int or float
         Speakers held out for the trials: a count (>= 1; all speakers is
         allowed, leaving training empty) or a fraction (< 1).
+    test_fold : int
+        Which block of ``n_test_speakers`` speakers of the seeded speaker
+        permutation is held out. Rotating it over ``0 .. S // n - 1``
+        (S speakers) tests every speaker once with the same ``seed``
+        (cross-validation folds); 0 is the usual single split.
     valid_ratio : float or int
         Fraction or count of the training speakers ("speaker") or items
         ("utterance") held out for validation.
@@ -139,6 +145,7 @@ def prepare_folder_corpus(
         "corpus": "folder",
         "data_folder": os.path.abspath(data_folder),
         "n_test_speakers": n_test_speakers,
+        "test_fold": test_fold,
         "valid_ratio": valid_ratio,
         "split_mode": split_mode,
         "max_trials": max_trials,
@@ -159,7 +166,9 @@ def prepare_folder_corpus(
     rows, keys, skipped = _folder_rows(
         data_folder, extensions, key_field, different_key_only, num_workers
     )
-    evaluation, training = _hold_out_test_speakers(rows, n_test_speakers, seed)
+    evaluation, training = _hold_out_test_speakers(
+        rows, n_test_speakers, seed, test_fold
+    )
     train, valid = split_validation(training, split_mode, valid_ratio, seed)
     trials = make_trials(
         [row["ID"] for row in evaluation],
@@ -208,13 +217,13 @@ def _folder_rows(data_folder, extensions, key_field, key_required, workers):
     return rows, keys, skipped
 
 
-def _hold_out_test_speakers(rows, n_test_speakers, seed):
+def _hold_out_test_speakers(rows, n_test_speakers, seed, fold=0):
     """``(evaluation rows, training rows)``: test speakers held out.
 
     Any evaluation utterance can enrol, so its ``enrol_id`` is its ``ID``.
     """
     speakers = sorted({row["spk_id"] for row in rows})
-    _, test_speakers = split_held_out(speakers, n_test_speakers, seed)
+    _, test_speakers = split_held_out(speakers, n_test_speakers, seed, fold)
     test_speakers = set(test_speakers)
     evaluation = [
         dict(row, enrol_id=row["ID"])

@@ -265,8 +265,13 @@ def drop_short(rows, min_duration):
     return kept, skipped
 
 
-def split_held_out(items, held_out, seed):
+def split_held_out(items, held_out, seed, block=0):
     """Splits items at random into kept and held-out parts.
+
+    The items are permuted with ``seed`` and the held-out part is block
+    ``block`` of that permutation, so blocks ``0, 1, ...`` of one seed are
+    disjoint: rotating ``block`` over ``len(items) // count`` values holds
+    out every item once (cross-validation folds).
 
     Arguments
     ---------
@@ -278,6 +283,9 @@ def split_held_out(items, held_out, seed):
         or more.
     seed : int
         The split depends only on the items, their order and this seed.
+    block : int
+        Which block of ``count`` consecutive items of the permutation is
+        held out (0: the first).
 
     Returns
     -------
@@ -291,6 +299,11 @@ def split_held_out(items, held_out, seed):
     >>> kept, held = split_held_out(list("abcdefghij"), 0.2, seed=1)
     >>> len(kept), len(held), sorted(kept + held) == list("abcdefghij")
     (8, 2, True)
+    >>> folds = [
+    ...     split_held_out(list("abcdefghij"), 2, 1, b)[1] for b in range(5)
+    ... ]
+    >>> sorted(sum(folds, [])) == list("abcdefghij")
+    True
     """
     n = len(items)
     if isinstance(held_out, (int, np.integer)) and held_out >= 1:
@@ -306,7 +319,15 @@ def split_held_out(items, held_out, seed):
         )
     if count > n:
         raise ValueError(f"cannot hold out {count} of {n} items")
-    held_index = set(np.random.default_rng(seed).permutation(n)[:count])
+    if block < 0 or (block + 1) * count > n:
+        raise ValueError(
+            f"cannot hold out block {block} of {count} of {n} items: the "
+            f"blocks are 0 to {n // max(count, 1) - 1}"
+        )
+    start = block * count
+    held_index = set(
+        np.random.default_rng(seed).permutation(n)[start : start + count]
+    )
     kept = [item for i, item in enumerate(items) if i not in held_index]
     held = [item for i, item in enumerate(items) if i in held_index]
     return kept, held
