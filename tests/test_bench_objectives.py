@@ -7,9 +7,16 @@ import os
 import numpy as np
 import pytest
 import torch
+from hyperpyyaml import load_hyperpyyaml
 
 from bench.corpus_subset import subset_corpus
-from bench.objective_runs import RUN_RECORD, epoch_seconds, train_overrides
+from bench.objective_runs import (
+    OBJECTIVES,
+    RECIPE,
+    RUN_RECORD,
+    epoch_seconds,
+    train_overrides,
+)
 from bench.objectives import (
     DEFAULT,
     QUICK,
@@ -33,6 +40,7 @@ from bench.objectives import (
 )
 from bench.stats import format_spread, seed_summary, timing_summary
 from bench.step_overhead import added_loss_share, paired_ratios, summarize
+from speechbrain_ext.augment import generate_noise_bank, simulate_rirs
 
 PATHS = dict(
     corpus="/c",
@@ -486,3 +494,79 @@ def test_report_shows_tests_selection_and_curves():
     assert "![learning curves](objectives_curves.png)" in report
     assert "1000 trials (500 target)" in report
     assert "P x K = 64 x 2" in report
+
+
+class RecordingObjective(torch.nn.Module):
+    """Stands in for a speaker objective: keeps how many rows it saw."""
+
+    def forward(self, embeddings, labels, **kwargs):
+        self.rows = len(embeddings)
+        return embeddings.sum() * 0.0
+
+
+def built_budget(objective, tmp_path):
+    """Steps per epoch, utterances per step and embeddings per step of an
+    objective built from its YAML with the benchmark's overrides."""
+    config = dict(
+        DEFAULT, channels=[16, 16, 16, 16, 48], attention_channels=8, emb_dim=16
+    )
+    paths = dict(
+        PATHS,
+        output_folder=str(tmp_path / objective),
+        noise_csv=generate_noise_bank(
+            str(tmp_path / "noise"), n_files=2, duration=1.0
+        ),
+        rir_csv=simulate_rirs(str(tmp_path / "rirs"), n_rirs=2),
+    )
+    overrides = train_overrides(objective, {}, config, 1, paths)
+    hparams_file = os.path.join(RECIPE, "hparams", OBJECTIVES[objective][0])
+    with open(hparams_file, encoding="utf-8") as fin:
+        text = fin.read()
+    if "n_train_speakers" in text:
+        overrides["n_train_speakers"] = 8
+    hparams = load_hyperpyyaml(text, overrides)
+    # An imaginary training set: 250 speakers x 4 utterances.
+    speakers = [f"spk{i // 4}" for i in range(1000)]
+    if hparams.get("train_sampler") is not None:
+        batches = list(hparams["train_sampler"](speakers))
+        steps, per_step = len(batches), len(batches[0])
+    else:
+        loader = hparams["train_dataloader_opts"]
+        assert loader["drop_last"] and loader["shuffle"]
+        per_step = loader["batch_size"]
+        steps = len(speakers) // per_step
+    torch.manual_seed(0)
+    modules = torch.nn.ModuleDict(hparams["modules"])
+    recorder = RecordingObjective()
+    for name in ("objective", "supcon_objective", "classifier_objective"):
+        if name in modules:
+            modules[name] = recorder
+    crop = int(hparams["sentence_len"] * hparams["sample_rate"])
+    wavs = 0.1 * torch.randn(per_step, crop)
+    labels = torch.arange(per_step) // 2 % 8
+    task = hparams["task"]
+    outputs = task.forward(modules, wavs, torch.ones(per_step))
+    task.loss(modules, outputs, labels)
+    return {
+        "steps_per_epoch": steps,
+        "utterances_per_step": per_step,
+        "embeddings_per_step": recorder.rows,
+        "epochs": hparams["number_of_epochs"],
+        "crop": hparams["sentence_len"],
+    }
+
+
+def test_built_objectives_train_the_same_steps_and_embeddings(tmp_path):
+    budgets = {name: built_budget(name, tmp_path) for name in SUPERVISED}
+    recipe = budgets["aam_softmax"]
+    assert recipe["utterances_per_step"] == DEFAULT["embeddings_per_view"]
+    assert recipe["epochs"] == DEFAULT["epochs"]
+    for name, budget in budgets.items():
+        for key in ("steps_per_epoch", "utterances_per_step", "epochs", "crop"):
+            assert budget[key] == recipe[key], (name, key)
+        # Two views of every utterance, except the authors' five.
+        views = 5 if name == "authors" else 2
+        assert (
+            budget["embeddings_per_step"]
+            == views * recipe["utterances_per_step"]
+        ), name
