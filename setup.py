@@ -45,7 +45,7 @@ setup(
         "dev": ["pytest>=7", "ruff==0.12.4", "yamllint>=1.30"],
         "bench": ["resemblyzer==0.1.4"],
         # ONNX export (onnx, onnxscript) and the ONNX Runtime backend of
-        # speechbrain_ext.onnx_backend / verify.py --backend onnx.
+        # speechbrain_ext.inference.onnx_backend / verify.py --backend onnx.
         "onnx": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.5"],
     },
     license="Apache-2.0",

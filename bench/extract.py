@@ -55,7 +55,7 @@ import torch
 
 from bench.machine import machine_info, write_report
 from speechbrain_ext.audio import load_audio
-from speechbrain_ext.extraction import EmbeddingExtractor
+from speechbrain_ext.inference.extraction import EmbeddingExtractor
 
 # The recipe's ECAPA-TDNN (recipes/CNCeleb/hparams/aam_softmax.yaml).
 RECIPE_ECAPA = {
@@ -139,7 +139,10 @@ def export_random_ecapa(folder, seed=0):
         The export folder, loadable by ``EncoderClassifier.from_hparams``.
     """
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-    from speechbrain_ext.export import default_template, export_encoder
+    from speechbrain_ext.inference.export import (
+        default_template,
+        export_encoder,
+    )
 
     torch.manual_seed(seed)
     model = ECAPA_TDNN(
@@ -560,8 +563,12 @@ def load_onnx(source, folder, threads):
     info : dict
         ``export_seconds``, ``opset`` and the graph's metadata.
     """
-    from speechbrain_ext.onnx_backend import OnnxEncoder
-    from speechbrain_ext.onnx_export import ONNX_FILE, OPSET, export_onnx
+    from speechbrain_ext.inference.onnx_backend import OnnxEncoder
+    from speechbrain_ext.inference.onnx_export import (
+        ONNX_FILE,
+        OPSET,
+        export_onnx,
+    )
 
     start = time.perf_counter()
     path = export_onnx(source, os.path.join(folder, ONNX_FILE))

@@ -265,7 +265,7 @@ class Corruptor:
     """Corrupts test waveforms with a talker and/or noise, per utterance id.
 
     Called as ``corrupt(uid, wav)``, the signature of the ``transform`` of
-    :class:`~speechbrain_ext.extraction.EmbeddingExtractor`. The
+    :class:`~speechbrain_ext.inference.extraction.EmbeddingExtractor`. The
     interfering talker is a row of ``interferer_rows`` of another speaker
     than the target (its ``spk_id`` argument, else ``speakers[uid]``, else
     the speaker the rows give ``uid``; with none known, any row but

@@ -50,7 +50,10 @@ import zlib
 import numpy as np
 
 from speechbrain_ext.data.manifest import split_wav_paths
-from speechbrain_ext.extraction import EmbeddingExtractor, describe_transform
+from speechbrain_ext.inference.extraction import (
+    EmbeddingExtractor,
+    describe_transform,
+)
 from speechbrain_ext.scoring import (
     compute_eer_mindcf,
     cosine_scores,

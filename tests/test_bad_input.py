@@ -32,12 +32,12 @@ from speechbrain_ext.data import (
 )
 from speechbrain_ext.data.demo_corpus import generate_demo_corpus
 from speechbrain_ext.data.manifest import check_manifest, read_manifest
-from speechbrain_ext.export import (
+from speechbrain_ext.inference.export import (
     default_template,
     export_encoder,
     export_from_hparams,
 )
-from speechbrain_ext.extraction import EmbeddingExtractor
+from speechbrain_ext.inference.extraction import EmbeddingExtractor
 from speechbrain_ext.output_checks import check_writable
 from speechbrain_ext.scoring.trials import read_trials
 from speechbrain_ext.verification import read_trial_file, verify_trials

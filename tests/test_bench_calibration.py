@@ -16,7 +16,7 @@ from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain_ext.audio import save_audio
 from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
 from speechbrain_ext.data.manifest import read_manifest
-from speechbrain_ext.export import default_template, export_encoder
+from speechbrain_ext.inference.export import default_template, export_encoder
 
 TINY_ECAPA = {"n_mels": 24, "channels": [16, 16, 16, 16, 48], "lin_neurons": 8}
 WORDS = ("yes", "no", "stop", "go")

@@ -16,8 +16,10 @@ import torch
 from speechbrain.inference.speaker import EncoderClassifier, SpeakerRecognition
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain_ext.audio import save_audio
-from speechbrain_ext.calibrated_recognition import CalibratedSpeakerRecognition
-from speechbrain_ext.export import (
+from speechbrain_ext.inference.calibrated_recognition import (
+    CalibratedSpeakerRecognition,
+)
+from speechbrain_ext.inference.export import (
     CALIBRATION_FILE,
     add_calibration,
     default_template,

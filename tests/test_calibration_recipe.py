@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-from speechbrain_ext.export import default_template, export_encoder
+from speechbrain_ext.inference.export import default_template, export_encoder
 from speechbrain_ext.scoring import LinearCalibration, read_trials
 
 sys.path.insert(

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from speechbrain_ext.audio import AudioError, load_audio, save_audio
-from speechbrain_ext.extraction import EmbeddingExtractor
+from speechbrain_ext.inference.extraction import EmbeddingExtractor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_ECAPA = {"n_mels": 24, "channels": [16, 16, 16, 16, 48], "lin_neurons": 8}
@@ -81,7 +81,10 @@ def items(tmp_path):
 def tiny_export(tmp_path_factory):
     """A small random ECAPA-TDNN exported for EncoderClassifier."""
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-    from speechbrain_ext.export import default_template, export_encoder
+    from speechbrain_ext.inference.export import (
+        default_template,
+        export_encoder,
+    )
 
     torch.manual_seed(0)
     model = ECAPA_TDNN(

@@ -16,9 +16,9 @@ import torch
 
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain_ext.audio import save_audio
-from speechbrain_ext.extraction import EmbeddingExtractor, _pad_batch
-from speechbrain_ext.onnx_backend import OnnxEncoder, load_encoder
-from speechbrain_ext.onnx_export import (
+from speechbrain_ext.inference.extraction import EmbeddingExtractor, _pad_batch
+from speechbrain_ext.inference.onnx_backend import OnnxEncoder, load_encoder
+from speechbrain_ext.inference.onnx_export import (
     ONNX_FILE,
     OnnxExportError,
     export_encoder_onnx,
@@ -84,7 +84,10 @@ def tiny_ecapa(model_class=ECAPA_TDNN):
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
     """A SpeechBrain export folder of a tiny random ECAPA-TDNN."""
-    from speechbrain_ext.export import default_template, export_encoder
+    from speechbrain_ext.inference.export import (
+        default_template,
+        export_encoder,
+    )
 
     folder = str(tmp_path_factory.mktemp("onnx_tiny") / "export")
     return export_encoder(folder, default_template(), tiny_ecapa(), TINY_ECAPA)
@@ -179,7 +182,7 @@ def test_padded_batches_match_torch(torch_encoder, onnx_encoder, padding):
 def test_extractor_backends_agree_and_keep_order(
     tmp_path, torch_encoder, onnx_file
 ):
-    from speechbrain_ext.onnx_backend import onnx_extractor
+    from speechbrain_ext.inference.onnx_backend import onnx_extractor
 
     items = []
     for i, seconds in enumerate(LENGTHS):
@@ -234,7 +237,10 @@ def test_folder_that_cannot_be_exported_is_named(tmp_path):
     class (the class comes from its hyperparams.yaml)."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from speechbrain_ext.export import default_template, export_encoder
+    from speechbrain_ext.inference.export import (
+        default_template,
+        export_encoder,
+    )
 
     folder = str(tmp_path / "branching")
     export_encoder(folder, default_template(), tiny_ecapa(), TINY_ECAPA)
@@ -259,7 +265,7 @@ def test_export_refuses_a_graph_that_disagrees_with_torch(
     """The check runs the original modules, so a wrong rewrite is caught."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from speechbrain_ext import onnx_export
+    from speechbrain_ext.inference import onnx_export
 
     forward = onnx_export.DftConvSTFT.forward
     monkeypatch.setattr(
@@ -276,7 +282,8 @@ def test_export_refuses_a_graph_that_disagrees_with_torch(
 def test_missing_onnx_file_says_how_to_export(tmp_path):
     pytest.importorskip("onnxruntime")
     with pytest.raises(
-        FileNotFoundError, match="python -m speechbrain_ext.onnx_export"
+        FileNotFoundError,
+        match="python -m speechbrain_ext.inference.onnx_export",
     ):
         OnnxEncoder(str(tmp_path))
 
@@ -310,8 +317,8 @@ for name in ("onnx", "onnxruntime", "onnxscript"):
 sys.path.insert(0, {os.path.join(REPO, "recipes", "CNCeleb")!r})
 import torch
 import verify
-import speechbrain_ext.onnx_export
-from speechbrain_ext.onnx_backend import load_encoder
+import speechbrain_ext.inference.onnx_export
+from speechbrain_ext.inference.onnx_backend import load_encoder
 args = verify.parse_args(["--model", "m", "--data_folder", "d"])
 assert args.backend == "torch" and args.threads is None
 encoder = load_encoder({tiny_export!r}, savedir={str(tmp_path / "l")!r})

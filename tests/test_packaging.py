@@ -56,7 +56,7 @@ def test_installed_package_finds_its_template_without_the_repo(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
-        "import speechbrain_ext.export as e; "
+        "import speechbrain_ext.inference.export as e; "
         "print(e.__file__); print(e.default_template())"
     )
     env = dict(os.environ, PYTHONPATH=str(site))

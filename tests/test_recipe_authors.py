@@ -19,7 +19,7 @@ from speechbrain_ext.augment import (
     generate_noise_bank,
     simulate_rirs,
 )
-from speechbrain_ext.export import find_classifier
+from speechbrain_ext.inference.export import find_classifier
 from speechbrain_ext.losses import (
     AAMSoftmaxLoss,
     AAMSupConLoss,

@@ -17,7 +17,7 @@ from recipe_helpers import RECIPE
 
 from speechbrain_ext.audio import AudioError, load_audio, save_audio
 from speechbrain_ext.augment.bank import WaveformBank
-from speechbrain_ext.extraction import EmbeddingExtractor
+from speechbrain_ext.inference.extraction import EmbeddingExtractor
 from speechbrain_ext.robustness import Condition, Corruptor, parse_condition
 from speechbrain_ext.verification import verify_trials
 
@@ -396,7 +396,10 @@ def test_corruption_is_the_same_in_dataloader_workers(speaker_files):
 def tiny_export(tmp_path_factory):
     """An untrained small ECAPA-TDNN exported for EncoderClassifier."""
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-    from speechbrain_ext.export import default_template, export_encoder
+    from speechbrain_ext.inference.export import (
+        default_template,
+        export_encoder,
+    )
 
     values = {"n_mels": 24, "channels": [16, 16, 16, 16, 48], "lin_neurons": 8}
     torch.manual_seed(0)

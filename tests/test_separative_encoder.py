@@ -147,7 +147,10 @@ def test_rejects_a_non_negative_floor():
 def test_embedding_weights_export_through_the_inference_template(tmpdir):
     from speechbrain.inference.speaker import EncoderClassifier
     from speechbrain.lobes.features import Fbank
-    from speechbrain_ext.export import default_template, export_encoder
+    from speechbrain_ext.inference.export import (
+        default_template,
+        export_encoder,
+    )
 
     config = dict(channels=[16, 16, 16, 16, 48], lin_neurons=8)
     torch.manual_seed(0)

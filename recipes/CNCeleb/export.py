@@ -14,7 +14,8 @@ says otherwise) loads with
 ``--onnx`` also writes ``<folder>/embedding_model.onnx``: Fbank, sentence
 mean normalisation and the embedding network as one ONNX graph (dynamic
 batch and time axes, relative lengths as an input) for ONNX Runtime, checked
-against torch on a padded batch (see ``speechbrain_ext.onnx_export``; needs
+against torch on a padded batch (see
+``speechbrain_ext.inference.onnx_export``; needs
 ``pip install speechbrain_ext[onnx]``):
 
     python export.py hparams/aam_softmax.yaml --onnx \\
@@ -26,7 +27,7 @@ of ``train.py``. ``verify.py --backend onnx`` runs the ONNX graph.
 ``--calibration=<file>`` puts a score calibration (the ``calibration.json``
 that ``verify.py --calibrate`` writes, fitted without --score_norm and
 --mean_norm) into the folder, so that
-``speechbrain_ext.calibrated_recognition.CalibratedSpeakerRecognition``
+``speechbrain_ext.inference.calibrated_recognition.CalibratedSpeakerRecognition``
 returns log-likelihood ratios and Bayes decisions (see docs/calibration.md).
 An export without it removes the calibration of an earlier export:
 
@@ -39,7 +40,10 @@ import os
 import sys
 
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain_ext.export import add_calibration, export_from_hparams
+from speechbrain_ext.inference.export import (
+    add_calibration,
+    export_from_hparams,
+)
 
 import speechbrain as sb
 
@@ -62,6 +66,6 @@ if __name__ == "__main__":
         path = calibration[-1].split("=", 1)[1]
         print(f"Added calibration: {add_calibration(folder, path)}")
     if with_onnx or hparams.get("export_onnx", False):
-        from speechbrain_ext.onnx_export import export_onnx
+        from speechbrain_ext.inference.onnx_export import export_onnx
 
         print(f"Exported ONNX model: {export_onnx(folder)}")

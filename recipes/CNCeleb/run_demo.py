@@ -29,7 +29,7 @@ import time
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain_ext.data.demo_corpus import generate_demo_corpus
-from speechbrain_ext.export import export_encoder
+from speechbrain_ext.inference.export import export_encoder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -47,7 +47,7 @@ from speechbrain_ext.distributed import (
     process_rank,
     world_size,
 )
-from speechbrain_ext.export import export_best_checkpoint
+from speechbrain_ext.inference.export import export_best_checkpoint
 from speechbrain_ext.output_checks import check_writable
 from speechbrain_ext.scoring import compute_eer_mindcf
 
@@ -372,7 +372,7 @@ if __name__ == "__main__":
         logger.info("exported the best checkpoint to %s", folder)
         print(f"Exported model: {folder}")
         if hparams.get("export_onnx", False):  # off unless the yaml says
-            from speechbrain_ext.onnx_export import export_onnx
+            from speechbrain_ext.inference.onnx_export import export_onnx
 
             print(f"Exported ONNX model: {export_onnx(folder)}")
     # Every process leaves the group together: a rank that exits while

@@ -56,14 +56,14 @@ in ``calibration.md``).
 
 ONNX Runtime backend (CPU; ``pip install speechbrain_ext[onnx]``), after
 writing ``<model>/embedding_model.onnx`` with ``export.py --onnx`` or
-``python -m speechbrain_ext.onnx_export <model>``:
+``python -m speechbrain_ext.inference.onnx_export <model>``:
     python verify.py --model results/aam_softmax/1986/export \\
         --data_folder /data/CN-Celeb_flac --prep_folder results/prepared \\
         --backend onnx --threads 4
 
 Both backends share the batching, padding and caching of
-``speechbrain_ext.extraction.EmbeddingExtractor``; ONNX embeddings are
-cached in ``<output>/embeddings-onnx``, apart from torch's.
+``speechbrain_ext.inference.extraction.EmbeddingExtractor``; ONNX embeddings
+are cached in ``<output>/embeddings-onnx``, apart from torch's.
 ``--threads`` sets torch's intra-op threads or ONNX Runtime's
 ``intra_op_num_threads`` (default: each library's own choice).
 """
@@ -77,7 +77,7 @@ import torch
 from speechbrain_ext.augment.bank import load_waveform_bank
 from speechbrain_ext.augment.noise import generate_noise_bank
 from speechbrain_ext.data.manifest import read_manifest, split_wav_paths
-from speechbrain_ext.onnx_backend import OnnxEncoder
+from speechbrain_ext.inference.onnx_backend import OnnxEncoder
 from speechbrain_ext.robustness import Corruptor, parse_condition
 from speechbrain_ext.scoring import (
     act_dcf,

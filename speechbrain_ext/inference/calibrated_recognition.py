@@ -3,7 +3,7 @@
 :class:`CalibratedSpeakerRecognition` loads an exported model folder like
 ``speechbrain.inference.speaker.SpeakerRecognition.from_hparams`` does,
 offline, and reads the folder's ``calibration.json`` if there is one (see
-:func:`speechbrain_ext.export.add_calibration`):
+:func:`speechbrain_ext.inference.export.add_calibration`):
 
 - with it, :meth:`~CalibratedSpeakerRecognition.verify_batch` and
   :meth:`~CalibratedSpeakerRecognition.verify_files` return the
@@ -19,7 +19,7 @@ Example
 -------
 >>> import torch
 >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
->>> from speechbrain_ext.export import (
+>>> from speechbrain_ext.inference.export import (
 ...     add_calibration,
 ...     default_template,
 ...     export_encoder,
@@ -48,7 +48,7 @@ import os
 
 from speechbrain.inference.speaker import SpeakerRecognition
 from speechbrain_ext.audio import load_audio
-from speechbrain_ext.export import CALIBRATION_FILE
+from speechbrain_ext.inference.export import CALIBRATION_FILE
 from speechbrain_ext.scoring.calibration import (
     LinearCalibration,
     bayes_threshold,

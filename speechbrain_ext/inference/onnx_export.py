@@ -1,7 +1,7 @@
 """ONNX export of an exported speaker encoder, feature front end included.
 
 :func:`export_onnx` reads a folder written by
-:func:`speechbrain_ext.export.export_encoder` (any folder
+:func:`speechbrain_ext.inference.export.export_encoder` (any folder
 ``EncoderClassifier.from_hparams`` loads) and writes
 ``<folder>/embedding_model.onnx``, beside ``embedding_model.ckpt``. The
 graph is what ``EncoderClassifier.encode_batch`` computes, whole:
@@ -10,10 +10,10 @@ graph is what ``EncoderClassifier.encode_batch`` computes, whole:
 
 with Fbank, sentence mean normalisation and the embedding network inside,
 and dynamic ``batch`` and ``samples`` axes. ``wav_lens`` are SpeechBrain's
-relative lengths (as :class:`speechbrain_ext.extraction.EmbeddingExtractor`
-passes them): the normalisation and ECAPA's squeeze-excitation and
-attentive pooling use them, so a padded batch gives the embeddings it gives
-in torch.
+relative lengths (as
+:class:`~speechbrain_ext.inference.extraction.EmbeddingExtractor` passes
+them): the normalisation and ECAPA's squeeze-excitation and attentive
+pooling use them, so a padded batch gives the embeddings it gives in torch.
 
 Why the front end is in the graph, and how
 ------------------------------------------
@@ -49,7 +49,8 @@ torch's. A model that cannot be traced or fails the check raises
 
 Command line (after ``pip install speechbrain_ext[onnx]``)::
 
-    python -m speechbrain_ext.onnx_export results/aam_softmax/1986/export
+    python -m speechbrain_ext.inference.onnx_export \
+        results/aam_softmax/1986/export
 
 Example
 -------
@@ -74,7 +75,7 @@ import numpy as np
 import torch
 
 # The runtime side owns the file name; export depends on it, not back.
-from speechbrain_ext.onnx_backend import (
+from speechbrain_ext.inference.onnx_backend import (
     ONNX_FILE,
     make_session,
     onnx_path,
@@ -304,7 +305,7 @@ def _onnx_friendly_features(compute_features):
 
 def _example_batch(sample_rate, sizes, seed=0):
     """Noise waveforms of the given lengths, mirrored to a padded batch."""
-    from speechbrain_ext.extraction import _pad_batch
+    from speechbrain_ext.inference.extraction import _pad_batch
 
     generator = torch.Generator().manual_seed(seed)
     batch = [
@@ -537,7 +538,7 @@ def export_encoder_onnx(
         with torch.no_grad():
             dim = int(module(wavs, lens).shape[1])
         metadata = {
-            "producer": "speechbrain_ext.onnx_export",
+            "producer": "speechbrain_ext.inference.onnx_export",
             "model": label,
             "front_end": f"{front_end} + {type(mean_var_norm).__name__}",
             "rewrites": f"{pools} ContextSplitPooling, {dropped} no-op Pads "

@@ -11,7 +11,7 @@ A score calibration (``calibration.json``, a
 :class:`~speechbrain_ext.scoring.calibration.LinearCalibration` fitted by
 ``verify.py --calibrate``) travels in the same folder: pass it to
 :func:`export_encoder` or add it later with :func:`add_calibration`;
-:class:`speechbrain_ext.calibrated_recognition.CalibratedSpeakerRecognition`
+:class:`~speechbrain_ext.inference.calibrated_recognition.CalibratedSpeakerRecognition`
 then returns log-likelihood ratios and decisions at a stated prior.
 
 Example
@@ -92,8 +92,9 @@ def default_template(name=TEMPLATE_NAME):
         )
     except ModuleNotFoundError:  # a source tree on sys.path, not installed
         pass
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    candidates.append(pathlib.Path(repo, "hparams", name))
+    # speechbrain_ext/inference/export.py -> the checkout's root
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    candidates.append(repo / "hparams" / name)
     for path in candidates:
         if path.is_file():
             return str(path)
@@ -180,7 +181,8 @@ def export_encoder(
     try:
         with open(os.path.join(staging, "hyperparams.yaml"), "w") as fout:
             fout.write(
-                "# Exported by speechbrain_ext.export.export_encoder from\n"
+                "# Exported by "
+                "speechbrain_ext.inference.export.export_encoder from\n"
                 f"# {os.path.basename(template)}.\n"
             )
             yaml.dump(doc, fout)

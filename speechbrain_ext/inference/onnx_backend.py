@@ -1,14 +1,14 @@
-"""ONNX Runtime backend for ``speechbrain_ext.extraction.EmbeddingExtractor``.
+"""ONNX Runtime backend for :mod:`speechbrain_ext.inference.extraction`.
 
 :class:`OnnxEncoder` runs the ``embedding_model.onnx`` that
-:mod:`speechbrain_ext.onnx_export` writes into an export folder, behind the
-``encode_batch(wavs, wav_lens)`` / ``device`` interface of SpeechBrain's
-``EncoderClassifier``. The extractor is unchanged: the same length-sorted
-batches, mirror padding, relative lengths, DataLoader workers and resumable
-cache feed either backend. :func:`load_encoder` gives one or the other
-with the same ``threads`` setting, torch's intra-op threads or ONNX
-Runtime's ``intra_op_num_threads``, as ``verify.py --backend --threads``
-does.
+:mod:`speechbrain_ext.inference.onnx_export` writes into an export folder,
+behind the ``encode_batch(wavs, wav_lens)`` / ``device`` interface of
+SpeechBrain's ``EncoderClassifier``. The extractor is unchanged: the same
+length-sorted batches, mirror padding, relative lengths, DataLoader workers
+and resumable cache feed either backend. :func:`load_encoder` gives one or
+the other with the same ``threads`` setting, torch's intra-op threads or
+ONNX Runtime's ``intra_op_num_threads``, as ``verify.py --backend
+--threads`` does.
 
 ``onnxruntime`` is optional (``pip install speechbrain_ext[onnx]``): this
 module imports without it, and asking for the ONNX backend without it
@@ -128,8 +128,8 @@ class OnnxEncoder:
             folder = os.path.dirname(path) or "."
             raise FileNotFoundError(
                 f"no ONNX model {path}: export it first with "
-                f"`python -m speechbrain_ext.onnx_export {folder}` (or the "
-                "recipe's export.py --onnx)"
+                "`python -m speechbrain_ext.inference.onnx_export "
+                f"{folder}` (or the recipe's export.py --onnx)"
             )
         self.path = path
         self.threads = threads
@@ -237,13 +237,13 @@ def onnx_extractor(path, threads=None, **extractor_options):
         ONNX Runtime intra-op threads.
     **extractor_options
         ``batch_size``, ``num_workers``, ``transform``... as for
-        :class:`speechbrain_ext.extraction.EmbeddingExtractor`.
+        :class:`speechbrain_ext.inference.extraction.EmbeddingExtractor`.
 
     Returns
     -------
     EmbeddingExtractor
     """
-    from speechbrain_ext.extraction import EmbeddingExtractor
+    from speechbrain_ext.inference.extraction import EmbeddingExtractor
 
     encoder = OnnxEncoder(path, threads=threads)
     extractor_options.setdefault("sample_rate", encoder.sample_rate)
