@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from bench.machine import machine_info, write_report
-from speechbrain_ext.audio import load_audio
+from speechbrain_ext.data.audio import load_audio
 from speechbrain_ext.inference.extraction import EmbeddingExtractor
 
 # The recipe's ECAPA-TDNN (recipes/CNCeleb/hparams/aam_softmax.yaml).
@@ -88,7 +88,7 @@ def sample_files(data_folder, n_files, seed=0):
     Example
     -------
     >>> import torch
-    >>> from speechbrain_ext.audio import save_audio
+    >>> from speechbrain_ext.data.audio import save_audio
     >>> folder = getfixture("tmpdir")
     >>> for name in ("a/1.wav", "a/2.wav", "b/1.wav"):
     ...     save_audio(str(folder / name), torch.zeros(160), 16000)

@@ -21,7 +21,7 @@ combined condition is also measured against the clean target.
 Example
 -------
 >>> import torch
->>> from speechbrain_ext.audio import save_audio
+>>> from speechbrain_ext.data.audio import save_audio
 >>> tmpdir = getfixture("tmpdir")
 >>> rows = []
 >>> for uid, spk in [("a1", "a"), ("a2", "a"), ("b1", "b")]:
@@ -47,8 +47,8 @@ import zlib
 import numpy as np
 import torch
 
-from speechbrain_ext.audio import AudioError
 from speechbrain_ext.augment.mixing import mix_at_ratio
+from speechbrain_ext.data.audio import AudioError
 from speechbrain_ext.data.manifest import load_row_audio
 
 __all__ = ["Condition", "Corruptor", "parse_condition", "scaled_to_ratio"]

@@ -18,7 +18,7 @@ embeddings are L2-normalised and averaged.
 Example
 -------
 >>> import torch
->>> from speechbrain_ext.audio import save_audio
+>>> from speechbrain_ext.data.audio import save_audio
 >>> tmpdir = getfixture("tmpdir")
 >>> rows = []
 >>> for uid in ["a1", "a2", "b1"]:

@@ -12,8 +12,6 @@ from audio_helpers import padded_batch, power_ratio_db  # noqa: E402
 
 from speechbrain.augment.augmenter import Augmenter
 from speechbrain.processing.signal_processing import reverberate
-from speechbrain_ext import audio
-from speechbrain_ext.audio import AudioError, save_audio
 from speechbrain_ext.augment import (
     AddNoiseBank,
     AddReverbBank,
@@ -24,6 +22,8 @@ from speechbrain_ext.augment import (
     simulate_rirs,
 )
 from speechbrain_ext.augment.bank import StreamingWaveformBank
+from speechbrain_ext.data import audio
+from speechbrain_ext.data.audio import AudioError, save_audio
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

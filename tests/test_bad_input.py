@@ -24,12 +24,12 @@ import soundfile as sf
 import torch
 
 from speechbrain_ext import output_checks
-from speechbrain_ext.audio import AudioError, audio_info, load_audio
 from speechbrain_ext.augment.bank import load_waveform_bank
 from speechbrain_ext.data import (
     folder_corpus as folder_preparation,
     preparation,
 )
+from speechbrain_ext.data.audio import AudioError, audio_info, load_audio
 from speechbrain_ext.data.demo_corpus import generate_demo_corpus
 from speechbrain_ext.data.manifest import check_manifest, read_manifest
 from speechbrain_ext.inference.export import (

@@ -13,7 +13,7 @@ import torch
 
 import bench.calibration as calibration
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-from speechbrain_ext.audio import save_audio
+from speechbrain_ext.data.audio import save_audio
 from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
 from speechbrain_ext.data.manifest import read_manifest
 from speechbrain_ext.inference.export import default_template, export_encoder

@@ -419,7 +419,7 @@ def test_paired_tests_against_aam_softmax():
 
 
 def test_trial_speakers_follow_the_trial_file(tmp_path):
-    from speechbrain_ext.audio import save_audio
+    from speechbrain_ext.data.audio import save_audio
     from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
 
     for spk in ("s1", "s2", "s3"):

@@ -15,7 +15,7 @@ import torch
 
 from speechbrain.inference.speaker import EncoderClassifier, SpeakerRecognition
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-from speechbrain_ext.audio import save_audio
+from speechbrain_ext.data.audio import save_audio
 from speechbrain_ext.inference.calibrated_recognition import (
     CalibratedSpeakerRecognition,
 )

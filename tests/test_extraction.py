@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_ext.audio import AudioError, load_audio, save_audio
+from speechbrain_ext.data.audio import AudioError, load_audio, save_audio
 from speechbrain_ext.inference.extraction import EmbeddingExtractor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,6 @@ import pytest
 import torch
 from audio_helpers import padded_batch, power_ratio_db  # noqa: E402
 
-from speechbrain_ext.audio import AudioError, save_audio
 from speechbrain_ext.augment import (
     AddNoiseBank,
     AddReverbBank,
@@ -15,6 +14,7 @@ from speechbrain_ext.augment import (
     generate_noise_bank,
     simulate_rirs,
 )
+from speechbrain_ext.data.audio import AudioError, save_audio
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-from speechbrain_ext.audio import save_audio
+from speechbrain_ext.data.audio import save_audio
 from speechbrain_ext.inference.extraction import EmbeddingExtractor, _pad_batch
 from speechbrain_ext.inference.onnx_backend import OnnxEncoder, load_encoder
 from speechbrain_ext.inference.onnx_export import (

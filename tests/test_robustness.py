@@ -15,8 +15,8 @@ import torch
 from audio_helpers import power_ratio_db
 from recipe_helpers import RECIPE
 
-from speechbrain_ext.audio import AudioError, load_audio, save_audio
 from speechbrain_ext.augment.bank import WaveformBank
+from speechbrain_ext.data.audio import AudioError, load_audio, save_audio
 from speechbrain_ext.inference.extraction import EmbeddingExtractor
 from speechbrain_ext.robustness import Condition, Corruptor, parse_condition
 from speechbrain_ext.verification import verify_trials

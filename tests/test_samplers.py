@@ -8,7 +8,7 @@ import torch
 
 from speechbrain.dataio.dataloader import SaveableDataLoader
 from speechbrain.dataio.sampler import DistributedSamplerWrapper
-from speechbrain_ext.samplers import PKSampler
+from speechbrain_ext.data.samplers import PKSampler
 
 # 40 speakers with 1..12 utterances each, interleaved as in a manifest.
 UTTERANCE_COUNTS = {f"spk{s:02d}": 1 + (7 * s) % 12 for s in range(40)}
@@ -85,7 +85,7 @@ def test_reproducible_per_epoch_and_different_across_epochs():
 
 def test_small_speakers_replaced_with_their_own_utterances(caplog):
     labels = ["a"] * 4 + ["b"] * 4 + ["solo"] + ["pair"] * 2
-    with caplog.at_level(logging.INFO, logger="speechbrain_ext.samplers"):
+    with caplog.at_level(logging.INFO, logger="speechbrain_ext.data.samplers"):
         sampler = PKSampler(labels, n_speakers=2, n_per_speaker=3)
     assert sampler.n_small_speakers == 2
     assert "2 with fewer than 3 utterances" in caplog.text
@@ -99,7 +99,7 @@ def test_small_speakers_replaced_with_their_own_utterances(caplog):
 
 def test_small_speakers_dropped(caplog):
     labels = ["a"] * 4 + ["b"] * 4 + ["solo"] + ["pair"] * 2
-    with caplog.at_level(logging.INFO, logger="speechbrain_ext.samplers"):
+    with caplog.at_level(logging.INFO, logger="speechbrain_ext.data.samplers"):
         sampler = PKSampler(
             labels, n_speakers=2, n_per_speaker=3, small_speakers="drop"
         )

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from speechbrain_ext.audio import save_audio
+from speechbrain_ext.data.audio import save_audio
 from speechbrain_ext.verification import verify_trials
 
 sys.path.insert(

@@ -16,7 +16,7 @@ soundfile, only the segments a batch needs, as WeSpeaker does per sample.
 Example
 -------
 >>> import torch
->>> from speechbrain_ext.audio import save_audio
+>>> from speechbrain_ext.data.audio import save_audio
 >>> tmpdir = getfixture("tmpdir")
 >>> save_audio(str(tmpdir / "a.wav"), torch.tensor([0.5, -0.5, 0.25]), 16000)
 >>> with open(tmpdir / "bank.csv", "w", encoding="utf-8") as f:
@@ -39,7 +39,7 @@ import os
 import numpy as np
 import torch
 
-from speechbrain_ext.audio import AudioError, audio_info, load_audio
+from speechbrain_ext.data.audio import AudioError, audio_info, load_audio
 from speechbrain_ext.data.manifest import read_manifest
 
 __all__ = [
@@ -322,7 +322,7 @@ class StreamingWaveformBank:
 
     Example
     -------
-    >>> from speechbrain_ext.audio import save_audio
+    >>> from speechbrain_ext.data.audio import save_audio
     >>> path = str(getfixture("tmpdir") / "ramp.wav")
     >>> save_audio(path, torch.arange(8) / 16, 16000, subtype="PCM_16")
     >>> bank = StreamingWaveformBank([path], [8])

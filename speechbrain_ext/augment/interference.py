@@ -22,9 +22,9 @@ import math
 import torch
 
 from speechbrain.utils.callchains import lengths_arg_exists
-from speechbrain_ext.audio import AudioError, audio_info, load_audio
 from speechbrain_ext.augment.bank import read_wav_csv
 from speechbrain_ext.augment.mixing import mix_in_region, relative_to_absolute
+from speechbrain_ext.data.audio import AudioError, audio_info, load_audio
 
 __all__ = ["InterferedViews", "InterferingTalker"]
 
@@ -50,7 +50,7 @@ class InterferingTalker(torch.nn.Module):
       has no other utterance and is returned unchanged.
     * a CSV path (SpeechBrain format, ID, duration, wav): for every call,
       random rows are picked and a random segment of each file is read
-      with :func:`speechbrain_ext.audio.load_audio`. Nothing is kept in
+      with :func:`speechbrain_ext.data.audio.load_audio`. Nothing is kept in
       memory, so the corpus can be as large as the training set; the cost
       is one file read per utterance and step. A row may hold the target's
       own speaker.

@@ -23,9 +23,9 @@ import numpy as np
 import scipy.signal
 import torch
 
-from speechbrain_ext.audio import save_audio
 from speechbrain_ext.augment.bank import BankAugmentation
 from speechbrain_ext.augment.mixing import mix_at_ratio
+from speechbrain_ext.data.audio import save_audio
 
 __all__ = ["NOISE_TYPES", "AddNoiseBank", "generate_noise_bank"]
 

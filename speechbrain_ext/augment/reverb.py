@@ -25,9 +25,9 @@ import torch
 
 from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.processing.signal_processing import compute_amplitude, rescale
-from speechbrain_ext.audio import save_audio
 from speechbrain_ext.augment.bank import BankAugmentation
 from speechbrain_ext.augment.mixing import relative_to_absolute
+from speechbrain_ext.data.audio import save_audio
 
 __all__ = ["AddReverbBank", "simulate_rirs"]
 

@@ -123,7 +123,7 @@ def prepare_folder_corpus(
     Example
     -------
     >>> import torch
-    >>> from speechbrain_ext.audio import save_audio
+    >>> from speechbrain_ext.data.audio import save_audio
     >>> tmpdir = getfixture("tmpdir")
     >>> for spk in ("s1", "s2", "s3"):
     ...     for word in ("w1", "w2"):

@@ -17,7 +17,7 @@ This module is the one place that reads and writes that format:
 Example
 -------
 >>> import torch
->>> from speechbrain_ext.audio import save_audio
+>>> from speechbrain_ext.data.audio import save_audio
 >>> root = getfixture("tmpdir")
 >>> for name in ("a", "b"):
 ...     save_audio(str(root / f"{name}.wav"), torch.ones(800), 16000)
@@ -45,7 +45,7 @@ import re
 
 import torch
 
-from speechbrain_ext.audio import load_audio
+from speechbrain_ext.data.audio import load_audio
 
 __all__ = [
     "CSV_COLUMNS",
@@ -359,7 +359,8 @@ def load_row_audio(row, sample_rate=16000, start=None, stop=None):
         A row with a resolved ``wav`` and optional ``start``/``stop``
         (samples at the file's rate; empty means the whole file).
     sample_rate : int
-        Expected sample rate (see :func:`speechbrain_ext.audio.load_audio`).
+        Expected sample rate (see
+        :func:`speechbrain_ext.data.audio.load_audio`).
     start, stop : int, optional
         A segment of a single-file row instead of the row's own
         ``start``/``stop`` (e.g. a random crop).
@@ -371,7 +372,7 @@ def load_row_audio(row, sample_rate=16000, start=None, stop=None):
 
     Raises
     ------
-    speechbrain_ext.audio.AudioError
+    speechbrain_ext.data.audio.AudioError
         Naming the file that cannot be read.
     """
     paths = split_wav_paths(row["wav"])

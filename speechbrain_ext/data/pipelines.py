@@ -11,7 +11,7 @@ unreadable file costs its item, not the run.
 Example
 -------
 >>> import torch
->>> from speechbrain_ext.audio import save_audio
+>>> from speechbrain_ext.data.audio import save_audio
 >>> path = str(getfixture("tmpdir") / "a.wav")
 >>> save_audio(path, torch.ones(48000), 16000)
 >>> train_audio, valid_audio = audio_pipelines(16000, 1.0, 2.0)
@@ -27,7 +27,7 @@ import logging
 import random
 
 import speechbrain as sb
-from speechbrain_ext.audio import AudioError
+from speechbrain_ext.data.audio import AudioError
 from speechbrain_ext.data.batches import collate_readable
 from speechbrain_ext.data.manifest import load_row_audio, split_wav_paths
 
@@ -208,7 +208,7 @@ def speaker_loader_options(
         The training set (its ``spk_id`` column feeds the sampler).
     make_sampler : callable, optional
         ``make_sampler(speaker_of_each_item)`` -> batch sampler (e.g.
-        ``speechbrain_ext.samplers.PKSampler`` with P and K bound); it
+        ``speechbrain_ext.data.samplers.PKSampler`` with P and K bound); it
         replaces ``batch_size``, ``shuffle`` and ``drop_last``.
     speaker_labels : bool
         Whether the task may read speaker labels; a self-supervised one

@@ -8,15 +8,16 @@ Audio paths are written as ``$<key>/<path relative to a corpus root>`` so
 that ``DynamicItemDataset.from_csv(path, replacements={key: root})``
 relocates them; ``start``/``stop`` count samples at the file's own rate.
 
-Every audio file is validated through :func:`speechbrain_ext.audio.audio_info`
-(header reads, in a thread pool): unusable files are collected with the
-reason and written to ``skipped.csv`` rather than stopping a preparation of a
-million files at the first bad one.
+Every audio file is validated through
+:func:`speechbrain_ext.data.audio.audio_info` (header reads, in a thread
+pool): unusable files are collected with the reason and written to
+``skipped.csv`` rather than stopping a preparation of a million files at the
+first bad one.
 
 Example
 -------
 >>> import torch
->>> from speechbrain_ext.audio import save_audio
+>>> from speechbrain_ext.data.audio import save_audio
 >>> root = getfixture("tmpdir")
 >>> for spk in ("a", "b"):
 ...     for utt in range(2):
@@ -46,7 +47,7 @@ import time
 import numpy as np
 
 from speechbrain.utils.logger import get_logger
-from speechbrain_ext.audio import AudioError, audio_info
+from speechbrain_ext.data.audio import AudioError, audio_info
 from speechbrain_ext.data.manifest import write_csv, write_trials
 
 __all__ = [
@@ -125,7 +126,7 @@ def scan_audio(paths, num_workers=8, log_every=20000):
 
     Returns
     -------
-    infos : list of speechbrain_ext.audio.AudioInfo
+    infos : list of speechbrain_ext.data.audio.AudioInfo
         One per usable file, in the order of ``paths``.
     skipped : list of (str, str)
         ``(path, reason)`` of each missing, corrupt or empty file.
@@ -133,7 +134,7 @@ def scan_audio(paths, num_workers=8, log_every=20000):
     Example
     -------
     >>> import torch
-    >>> from speechbrain_ext.audio import save_audio
+    >>> from speechbrain_ext.data.audio import save_audio
     >>> tmpdir = getfixture("tmpdir")
     >>> paths = [str(tmpdir / f"{i}.wav") for i in range(3)]
     >>> for path in paths:
@@ -195,7 +196,7 @@ def utterance_row(info, root, key="data_root", utt_id=None, **extra):
 
     Arguments
     ---------
-    info : speechbrain_ext.audio.AudioInfo
+    info : speechbrain_ext.data.audio.AudioInfo
         The file's header, from :func:`scan_audio`.
     root : str
         Corpus root that ``info.path`` is written relative to.

@@ -13,7 +13,8 @@ offline, and reads the folder's ``calibration.json`` if there is one (see
   ``score > 0.25``, and the model logs once, when loaded, that its scores
   are uncalibrated.
 
-Audio files are read with soundfile (:func:`speechbrain_ext.audio.load_audio`).
+Audio files are read with soundfile
+(:func:`speechbrain_ext.data.audio.load_audio`).
 
 Example
 -------
@@ -47,7 +48,7 @@ import logging
 import os
 
 from speechbrain.inference.speaker import SpeakerRecognition
-from speechbrain_ext.audio import load_audio
+from speechbrain_ext.data.audio import load_audio
 from speechbrain_ext.inference.export import CALIBRATION_FILE
 from speechbrain_ext.scoring.calibration import (
     LinearCalibration,

@@ -14,7 +14,7 @@ refuses to mix them with another's.
 Example
 -------
 >>> import torch
->>> from speechbrain_ext.audio import save_audio
+>>> from speechbrain_ext.data.audio import save_audio
 >>> tmpdir = getfixture("tmpdir")
 >>> items = []
 >>> for i, seconds in enumerate([0.5, 1.0, 0.7]):
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speechbrain_ext.audio import audio_info, load_audio
+from speechbrain_ext.data.audio import audio_info, load_audio
 
 __all__ = ["EmbeddingExtractor", "describe_transform"]
 
@@ -193,7 +193,7 @@ class EmbeddingExtractor:
     ...
     ...     def encode_batch(self, wavs, wav_lens):
     ...         return wavs[:, None, :2]
-    >>> from speechbrain_ext.audio import save_audio
+    >>> from speechbrain_ext.data.audio import save_audio
     >>> path = str(getfixture("tmpdir") / "ramp.wav")
     >>> save_audio(path, torch.tensor([0.25, 0.5, 0.75]), 16000)
     >>> negate = EmbeddingExtractor(
