@@ -66,7 +66,11 @@ from bench.stats import seed_summary
 from speechbrain.inference.speaker import EncoderClassifier
 from speechbrain_ext.data.manifest import read_manifest, split_wav_paths
 from speechbrain_ext.data.preparation import make_trials
-from speechbrain_ext.robustness import Corruptor, parse_condition
+from speechbrain_ext.evaluation.robustness import Corruptor, parse_condition
+from speechbrain_ext.evaluation.verification import (
+    read_trial_file,
+    verify_trials,
+)
 from speechbrain_ext.scoring import (
     act_dcf,
     cllr,
@@ -74,7 +78,6 @@ from speechbrain_ext.scoring import (
     fit_calibration,
     min_cllr,
 )
-from speechbrain_ext.verification import read_trial_file, verify_trials
 
 PRIORS = (0.05, 0.01)
 VARIANTS = {

@@ -69,9 +69,12 @@ from bench.stats import seed_summary
 from bench.verdicts import recompute, summary_table
 from speechbrain.inference.speaker import EncoderClassifier
 from speechbrain_ext.data.manifest import read_manifest
-from speechbrain_ext.robustness import Corruptor, parse_condition
+from speechbrain_ext.evaluation.robustness import Corruptor, parse_condition
+from speechbrain_ext.evaluation.verification import (
+    read_trial_file,
+    verify_trials,
+)
 from speechbrain_ext.scoring.plots import plot_eer_vs_sir
-from speechbrain_ext.verification import read_trial_file, verify_trials
 
 SYSTEMS = (
     "aam_softmax_csc",

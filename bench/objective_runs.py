@@ -20,7 +20,10 @@ from speechbrain_ext.augment.noise import generate_noise_bank
 from speechbrain_ext.augment.reverb import simulate_rirs
 from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
 from speechbrain_ext.data.manifest import read_manifest
-from speechbrain_ext.verification import read_trial_file, verify_trials
+from speechbrain_ext.evaluation.verification import (
+    read_trial_file,
+    verify_trials,
+)
 
 __all__ = [
     "OBJECTIVES",

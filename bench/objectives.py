@@ -129,7 +129,10 @@ from bench.stats import (
 )
 from speechbrain.inference.speaker import EncoderClassifier
 from speechbrain_ext.data.manifest import read_manifest
-from speechbrain_ext.verification import read_trial_file, verify_trials
+from speechbrain_ext.evaluation.verification import (
+    read_trial_file,
+    verify_trials,
+)
 
 # The self-supervised objectives have their own benchmark, bench/csc.py.
 SUPERVISED = ("aam_softmax", "supcon", "aamsupcon", "hybrid", "authors")

@@ -32,6 +32,10 @@ from speechbrain_ext.data import (
 from speechbrain_ext.data.audio import AudioError, audio_info, load_audio
 from speechbrain_ext.data.demo_corpus import generate_demo_corpus
 from speechbrain_ext.data.manifest import check_manifest, read_manifest
+from speechbrain_ext.evaluation.verification import (
+    read_trial_file,
+    verify_trials,
+)
 from speechbrain_ext.inference.export import (
     default_template,
     export_encoder,
@@ -40,7 +44,6 @@ from speechbrain_ext.inference.export import (
 from speechbrain_ext.inference.extraction import EmbeddingExtractor
 from speechbrain_ext.output_checks import check_writable
 from speechbrain_ext.scoring.trials import read_trials
-from speechbrain_ext.verification import read_trial_file, verify_trials
 
 sys.path.insert(
     0, os.path.join(os.path.dirname(__file__), "..", "recipes", "CNCeleb")

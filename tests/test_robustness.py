@@ -17,9 +17,13 @@ from recipe_helpers import RECIPE
 
 from speechbrain_ext.augment.bank import WaveformBank
 from speechbrain_ext.data.audio import AudioError, load_audio, save_audio
+from speechbrain_ext.evaluation.robustness import (
+    Condition,
+    Corruptor,
+    parse_condition,
+)
+from speechbrain_ext.evaluation.verification import verify_trials
 from speechbrain_ext.inference.extraction import EmbeddingExtractor
-from speechbrain_ext.robustness import Condition, Corruptor, parse_condition
-from speechbrain_ext.verification import verify_trials
 
 RATE = 16000
 LENGTH = 8000  # samples of each clean target: 2 Hz FFT bins
@@ -173,7 +177,7 @@ def test_same_result_in_another_process(rows, tmp_path):
     manifest.write_text(json.dumps(rows))
     script = (
         "import json, sys, torch\n"
-        "from speechbrain_ext.robustness import Corruptor\n"
+        "from speechbrain_ext.evaluation.robustness import Corruptor\n"
         "rows = json.load(open(sys.argv[1]))\n"
         "clean = torch.load(sys.argv[2])\n"
         "torch.save(Corruptor('sir5', rows, seed=7)('utt-x', clean),"

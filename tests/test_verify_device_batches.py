@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from speechbrain_ext.data.audio import save_audio
-from speechbrain_ext.verification import verify_trials
+from speechbrain_ext.evaluation.verification import verify_trials
 
 sys.path.insert(
     0, os.path.join(os.path.dirname(__file__), "..", "recipes", "CNCeleb")

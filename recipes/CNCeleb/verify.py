@@ -16,7 +16,7 @@ For a corpus prepared with ``data_format: folder`` the same command uses
 ``eval.csv`` for both sides of the utterance-vs-utterance trials.
 
 Robustness (test side corrupted by another talker and/or noise, enrolment
-clean; see ``speechbrain_ext.robustness``):
+clean; see ``speechbrain_ext.evaluation.robustness``):
     python verify.py --model results/csc/1986/export \
         --data_folder /data/CN-Celeb_flac --prep_folder results/prepared \
         --conditions clean sir0 sir5 sir10 snr5 sir5+snr10
@@ -77,8 +77,14 @@ import torch
 from speechbrain_ext.augment.bank import load_waveform_bank
 from speechbrain_ext.augment.noise import generate_noise_bank
 from speechbrain_ext.data.manifest import read_manifest, split_wav_paths
+from speechbrain_ext.evaluation.robustness import Corruptor, parse_condition
+from speechbrain_ext.evaluation.verification import (
+    cohort_rows,
+    read_trial_file,
+    verify_trials,
+    write_report,
+)
 from speechbrain_ext.inference.onnx_backend import OnnxEncoder
-from speechbrain_ext.robustness import Corruptor, parse_condition
 from speechbrain_ext.scoring import (
     act_dcf,
     bayes_threshold,
@@ -86,12 +92,6 @@ from speechbrain_ext.scoring import (
     compute_eer_mindcf,
     fit_calibration,
     min_cllr,
-)
-from speechbrain_ext.verification import (
-    cohort_rows,
-    read_trial_file,
-    verify_trials,
-    write_report,
 )
 
 from speechbrain.inference.speaker import EncoderClassifier

@@ -7,9 +7,9 @@ padding, and that by reflection, see :func:`_pad_batch`), decodes audio in
 DataLoader workers while the model runs, and writes finished batches to a
 cache folder, so an interrupted extraction of CN-Celeb's 18k test files
 resumes where it stopped. An optional per-utterance ``transform`` (e.g. a
-:class:`speechbrain_ext.robustness.Corruptor`) changes each waveform after
-reading; the cache folder records which transform made its embeddings and
-refuses to mix them with another's.
+:class:`speechbrain_ext.evaluation.robustness.Corruptor`) changes each
+waveform after reading; the cache folder records which transform made its
+embeddings and refuses to mix them with another's.
 
 Example
 -------

@@ -6,9 +6,10 @@ multi-utterance enrolments, scores trials by cosine (optionally after
 mean subtraction and z/t/s/AS-norm against a speaker-averaged cohort) and
 reports EER and minDCF.
 
-A ``test_transform`` (e.g. a :class:`speechbrain_ext.robustness.Corruptor`)
-corrupts the test side only, for robustness evaluation; enrolment and
-cohort audio stay clean, even where a test file is also an enrolment file.
+A ``test_transform`` (e.g. a
+:class:`speechbrain_ext.evaluation.robustness.Corruptor`) corrupts the test
+side only, for robustness evaluation; enrolment and cohort audio stay
+clean, even where a test file is also an enrolment file.
 
 Enrolment rows carry an ``enrol_id`` column: one row per enrolment for
 CN-Celeb's "Concat" mode (the concatenated enrolment file), several rows per
@@ -209,9 +210,10 @@ def verify_trials(
         Audio-decoding workers.
     test_transform : callable, optional
         ``test_transform(test_id, wav) -> wav`` applied to test audio only,
-        e.g. :class:`speechbrain_ext.robustness.Corruptor`. Test embeddings
-        are then cached in ``<cache_folder>/test-<name>-<checksum>``, where
-        ``name`` is ``test_transform.name`` (e.g. ``sir5``).
+        e.g. :class:`speechbrain_ext.evaluation.robustness.Corruptor`. Test
+        embeddings are then cached in
+        ``<cache_folder>/test-<name>-<checksum>``, where ``name`` is
+        ``test_transform.name`` (e.g. ``sir5``).
     max_batch_seconds : float, optional
         Caps the padded audio of an embedding batch (``batch_size`` x its
         longest item, in seconds): long concatenated enrolments are then
