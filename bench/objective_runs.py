@@ -250,7 +250,9 @@ def epoch_seconds(events):
     return durations
 
 
-def run_training(hparams_file, overrides, run_folder, device, threads):
+def run_training(
+    hparams_file, overrides, run_folder, device, threads, extra_args=()
+):
     """Runs train.py, teeing its output to ``train_output.txt``.
 
     Arguments
@@ -265,6 +267,8 @@ def run_training(hparams_file, overrides, run_folder, device, threads):
         SpeechBrain's ``--device``.
     threads : int
         ``OMP_NUM_THREADS`` of the run (0 leaves torch's default).
+    extra_args : sequence of str
+        More train.py arguments, as typed (e.g. ``--precision=bf16``).
 
     Returns
     -------
@@ -280,7 +284,7 @@ def run_training(hparams_file, overrides, run_folder, device, threads):
     command += [
         f"--{key}={json.dumps(value)}" for key, value in overrides.items()
     ]
-    command += [f"--device={device}"]
+    command += [f"--device={device}", *extra_args]
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
