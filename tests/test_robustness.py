@@ -15,7 +15,7 @@ import torch
 from audio_helpers import power_ratio_db
 from recipe_helpers import RECIPE
 
-from speechbrain_ext.augment.bank import WaveformBank
+from speechbrain_ext.augment.bank import StreamingWaveformBank, WaveformBank
 from speechbrain_ext.data.audio import AudioError, load_audio, save_audio
 from speechbrain_ext.evaluation.robustness import (
     Condition,
@@ -576,3 +576,24 @@ def test_plot_needs_per_condition_reports(recipe_scripts, tmp_path, capsys):
     )
     with pytest.raises(ValueError, match="no sir<dB> result for enrol_mode"):
         plot_robustness.main(["--reports", str(clean_only)])
+
+
+def test_noise_conditions_work_with_a_streamed_bank(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        path = str(tmp_path / f"noise{i}.wav")
+        save_audio(path, torch.from_numpy(rng.normal(size=800)) * 0.1, 16000)
+        paths.append(path)
+    streamed = StreamingWaveformBank(paths, [800, 800])
+    clean = torch.sin(torch.arange(1600) / 5.0)
+    corrupt = Corruptor("snr5", noise_bank=streamed, seed=3)
+    noisy = corrupt("u1", clean)
+    assert power_ratio_db(clean, noisy - clean) == pytest.approx(5.0, abs=0.01)
+    # The cache stamp names the bank's files: another file list differs.
+    assert "noises=2 waveforms" in repr(corrupt)
+    other = Corruptor(
+        "snr5", noise_bank=StreamingWaveformBank(paths[:1], [800])
+    )
+    assert repr(other) != repr(corrupt)
+    assert repr(Corruptor("snr5", noise_bank=streamed, seed=3)) == repr(corrupt)

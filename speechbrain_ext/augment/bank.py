@@ -35,6 +35,7 @@ import copy
 import logging
 import math
 import os
+import zlib
 
 import numpy as np
 import torch
@@ -215,6 +216,20 @@ class WaveformBank:
         """Bytes taken by the samples."""
         return self.samples.numel() * self.samples.element_size()
 
+    def fingerprint(self):
+        """A checksum of the stored samples, to tell banks apart in cache
+        stamps (stable across runs and devices).
+
+        Example
+        -------
+        >>> a = WaveformBank([torch.ones(10)])
+        >>> a.fingerprint() == WaveformBank([torch.ones(10)]).fingerprint()
+        True
+        >>> a.fingerprint() == WaveformBank([-torch.ones(10)]).fingerprint()
+        False
+        """
+        return f"{zlib.crc32(self.samples.cpu().numpy().tobytes()):08x}"
+
     def to(self, device):
         """Returns a copy of the bank on ``device`` (self if already there).
 
@@ -354,6 +369,28 @@ class StreamingWaveformBank:
     def nbytes(self):
         """Bytes the samples would take as int16 (none are held)."""
         return int(self.lengths.sum()) * _SAMPLE_BYTES
+
+    def fingerprint(self):
+        """A checksum of the file list and lengths (the bank reads nothing
+        until a batch needs it, so its files stand for its samples).
+
+        Example
+        -------
+        >>> a = StreamingWaveformBank(["a.wav", "b.wav"], [10, 20])
+        >>> a.fingerprint() == StreamingWaveformBank(
+        ...     ["a.wav", "b.wav"], [10, 20]
+        ... ).fingerprint()
+        True
+        >>> a.fingerprint() == StreamingWaveformBank(
+        ...     ["a.wav", "c.wav"], [10, 20]
+        ... ).fingerprint()
+        False
+        """
+        listing = "\n".join(
+            f"{os.path.abspath(path)}\t{int(length)}"
+            for path, length in zip(self.paths, self.lengths)
+        )
+        return f"{zlib.crc32(listing.encode('utf-8')):08x}"
 
     def to(self, device):
         """Returns a copy serving segments on ``device`` (self if already).

@@ -283,7 +283,8 @@ class Corruptor:
         :func:`speechbrain_ext.data.manifest.read_manifest` returns them;
         needed when the condition has an SIR.
     noise_bank : speechbrain_ext.augment.bank.WaveformBank, optional
-        Noises (e.g. from ``load_waveform_bank``); needed for an SNR.
+        Noises (e.g. from ``load_waveform_bank``, in memory or streamed
+        from disk); needed for an SNR.
     seed : int
         Non-negative seed shared by all utterances.
     sample_rate : int
@@ -353,10 +354,9 @@ class Corruptor:
         )
         noises = ""
         if self.noise_bank is not None:
-            samples = self.noise_bank.samples.cpu().numpy().tobytes()
             noises = (
                 f", noises={len(self.noise_bank)} waveforms "
-                f"{zlib.crc32(samples):08x}"
+                f"{self.noise_bank.fingerprint()}"
             )
         return (
             f"Corruptor({self.name!r}, seed={self.seed}, "
