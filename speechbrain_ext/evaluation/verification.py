@@ -1,10 +1,12 @@
 """End-to-end speaker verification of a trial list with an exported model.
 
-Reads SpeechBrain CSV manifests (as written by the CN-Celeb preparation),
-embeds enrolment and test audio with :class:`EmbeddingExtractor`, averages
-multi-utterance enrolments, scores trials by cosine (optionally after
-mean subtraction and z/t/s/AS-norm against a speaker-averaged cohort) and
-reports EER and minDCF.
+Reads SpeechBrain CSV manifests (as written by the CN-Celeb preparation);
+:func:`embed_trials` embeds enrolment, test and cohort audio with
+:class:`EmbeddingExtractor`, and
+:func:`~speechbrain_ext.scoring.trial_scoring.score_trials` averages
+multi-utterance enrolments, scores trials by cosine (optionally after mean
+subtraction and z/t/s/AS-norm against a speaker-averaged cohort) and reports
+EER and minDCF. :func:`verify_trials` does both.
 
 A ``test_transform`` (e.g. a
 :class:`speechbrain_ext.evaluation.robustness.Corruptor`) corrupts the test
@@ -55,17 +57,16 @@ from speechbrain_ext.inference.extraction import (
     EmbeddingExtractor,
     describe_transform,
 )
-from speechbrain_ext.scoring import (
-    compute_eer_mindcf,
-    cosine_scores,
-    map_trials,
-    read_trials,
-    score_normalize,
-    speaker_cohort,
+from speechbrain_ext.scoring.trial_scoring import (
+    TrialEmbeddings,
+    check_cohort,
+    score_trials,
 )
+from speechbrain_ext.scoring.trials import read_trials
 
 __all__ = [
     "cohort_rows",
+    "embed_trials",
     "read_trial_file",
     "verify_trials",
     "write_report",
@@ -149,20 +150,72 @@ def _embed_transformed_tests(extractor, test_rows, cache_folder):
     return emb
 
 
-def _unit(x):
-    """L2-normalises rows."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def embed_trials(
+    encoder,
+    enrol_rows,
+    test_rows,
+    cohort=None,
+    cache_folder=None,
+    test_transform=None,
+    **extractor_options,
+):
+    """Embeds the enrolment, test and cohort audio of a trial list.
 
+    Arguments
+    ---------
+    encoder : object
+        Has ``encode_batch(wavs, wav_lens)`` and ``device`` (e.g.
+        ``EncoderClassifier``).
+    enrol_rows : list of dict
+        Enrolment rows with ``wav`` and ``enrol_id`` (see module docstring).
+    test_rows : list of dict
+        Test rows with ``ID`` and ``wav``.
+    cohort : list of dict, optional
+        Training rows with ``spk_id`` (see :func:`cohort_rows`), embedded
+        when given.
+    cache_folder : str, optional
+        Keeps embeddings so an interrupted run resumes.
+    test_transform : callable, optional
+        ``test_transform(test_id, wav) -> wav`` applied to test audio only
+        (see :func:`verify_trials`).
+    **extractor_options
+        ``batch_size``, ``num_workers``, ``max_batch_seconds``: passed to
+        :class:`EmbeddingExtractor`.
 
-def _average_by(rows, key, emb_of, mean=None):
-    """Averages unit-norm embeddings of rows sharing ``row[key]``."""
-    groups = {}
-    for row in rows:
-        groups.setdefault(row[key], []).append(emb_of[row["wav"]])
-    ids = list(groups)
-    shift = 0.0 if mean is None else mean
-    emb = np.stack([_unit(np.stack(groups[i]) - shift).mean(0) for i in ids])
-    return ids, emb
+    Returns
+    -------
+    TrialEmbeddings
+        One row per enrolment row (an audio file embedded once however many
+        rows name it), per test row and per cohort row, for
+        :func:`~speechbrain_ext.scoring.trial_scoring.score_trials`.
+    """
+    extractor = EmbeddingExtractor(encoder, **extractor_options)
+    if test_transform is None:
+        emb_of = _embed_rows(
+            extractor, enrol_rows + test_rows, cache_folder, "eval"
+        )
+        test_emb = np.stack([emb_of[row["wav"]] for row in test_rows])
+    else:
+        # Same folder as the clean run: enrolment embeddings are reused.
+        emb_of = _embed_rows(extractor, enrol_rows, cache_folder, "eval")
+        test_emb = _embed_transformed_tests(
+            EmbeddingExtractor(
+                encoder, transform=test_transform, **extractor_options
+            ),
+            test_rows,
+            cache_folder,
+        )
+    embeddings = TrialEmbeddings(
+        enrol_ids=[row["enrol_id"] for row in enrol_rows],
+        enrol=np.stack([emb_of[row["wav"]] for row in enrol_rows]),
+        test_ids=[row["ID"] for row in test_rows],
+        test=test_emb,
+    )
+    if cohort:
+        cohort_of = _embed_rows(extractor, cohort, cache_folder, "cohort")
+        embeddings.cohort_speakers = [row["spk_id"] for row in cohort]
+        embeddings.cohort = np.stack([cohort_of[row["wav"]] for row in cohort])
+    return embeddings
 
 
 def verify_trials(
@@ -181,6 +234,10 @@ def verify_trials(
     max_batch_seconds=None,
 ):
     """Scores a trial list with an encoder and returns EER and minDCF.
+
+    :func:`embed_trials` then
+    :func:`~speechbrain_ext.scoring.trial_scoring.score_trials`; the
+    cohort is embedded only when the scoring options use it.
 
     Arguments
     ---------
@@ -227,72 +284,26 @@ def verify_trials(
         ``n_trials``, ``n_target`` and the arrays ``scores``, ``labels``
         and ``trials`` (for writing reports).
     """
-    needs_cohort = score_norm != "none" or mean_norm
-    if needs_cohort and not cohort:
-        raise ValueError(f"score_norm={score_norm!r} / mean_norm need a cohort")
-    extractor = EmbeddingExtractor(
+    # Checked before hours of embedding, not after.
+    needs_cohort = check_cohort(score_norm, mean_norm, bool(cohort))
+    embeddings = embed_trials(
         encoder,
+        enrol_rows,
+        test_rows,
+        cohort=cohort if needs_cohort else None,
+        cache_folder=cache_folder,
+        test_transform=test_transform,
         batch_size=batch_size,
         num_workers=num_workers,
         max_batch_seconds=max_batch_seconds,
     )
-    if test_transform is None:
-        emb_of = _embed_rows(
-            extractor, enrol_rows + test_rows, cache_folder, "eval"
-        )
-        test_emb = np.stack([emb_of[row["wav"]] for row in test_rows])
-    else:
-        # Same folder as the clean run: enrolment embeddings are reused.
-        emb_of = _embed_rows(extractor, enrol_rows, cache_folder, "eval")
-        test_emb = _embed_transformed_tests(
-            EmbeddingExtractor(
-                encoder,
-                batch_size=batch_size,
-                num_workers=num_workers,
-                transform=test_transform,
-                max_batch_seconds=max_batch_seconds,
-            ),
-            test_rows,
-            cache_folder,
-        )
-    mean = cohort_emb = None
-    if needs_cohort:
-        cohort_of = _embed_rows(extractor, cohort, cache_folder, "cohort")
-        cohort_raw = np.stack([cohort_of[row["wav"]] for row in cohort])
-        mean = _unit(cohort_raw).mean(0) if mean_norm else None
-        cohort_emb = speaker_cohort(
-            _unit(cohort_raw), [row["spk_id"] for row in cohort], mean=mean
-        )
-    enrol_ids, enrol_emb = _average_by(enrol_rows, "enrol_id", emb_of, mean)
-    test_ids = [row["ID"] for row in test_rows]
-    if mean is not None:
-        test_emb = _unit(test_emb) - mean
-    enrol_idx, test_idx, labels = map_trials(trials, enrol_ids, test_ids)
-    if labels is None:
-        raise ValueError("the trial list has no target/non-target labels")
-    scores = cosine_scores(enrol_emb, test_emb, enrol_idx, test_idx)
-    if score_norm != "none":
-        scores = score_normalize(
-            scores,
-            enrol_idx,
-            test_idx,
-            _unit(enrol_emb),
-            _unit(test_emb),
-            cohort_emb,
-            method=score_norm,
-            top_n=top_n,
-        )
-    eer, min_dcf, threshold = compute_eer_mindcf(scores, labels)
-    return {
-        "EER": float(eer),
-        "minDCF": float(min_dcf),
-        "threshold": float(threshold),
-        "n_trials": int(len(scores)),
-        "n_target": int(labels.sum()),
-        "scores": scores,
-        "labels": labels,
-        "trials": trials,
-    }
+    return score_trials(
+        trials,
+        embeddings,
+        score_norm=score_norm,
+        top_n=top_n,
+        mean_norm=mean_norm,
+    )
 
 
 def write_report(results, output_folder, name="system", plots=True):

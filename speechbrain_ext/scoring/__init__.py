@@ -8,6 +8,9 @@
   and a prior-weighted linear map from scores to log-likelihood ratios;
 - :mod:`~speechbrain_ext.scoring.trials`: trial lists matched to embeddings
   by utterance stem;
+- :mod:`~speechbrain_ext.scoring.trial_scoring`: a whole trial list scored
+  from embeddings (enrolment averaging, mean and score normalisation, EER
+  and minDCF), with no encoder;
 - :mod:`~speechbrain_ext.scoring.plots`: DET curves, score histograms and
   EER-vs-SIR curves (imported from there, so that scoring does not load
   matplotlib).
@@ -33,6 +36,7 @@ from speechbrain_ext.scoring.normalization import (
     score_normalize,
     speaker_cohort,
 )
+from speechbrain_ext.scoring.trial_scoring import TrialEmbeddings, score_trials
 from speechbrain_ext.scoring.trials import (
     map_trials,
     read_trials,
@@ -41,6 +45,7 @@ from speechbrain_ext.scoring.trials import (
 
 __all__ = [
     "LinearCalibration",
+    "TrialEmbeddings",
     "act_dcf",
     "bayes_threshold",
     "cllr",
@@ -52,6 +57,7 @@ __all__ = [
     "map_trials",
     "read_trials",
     "score_normalize",
+    "score_trials",
     "speaker_cohort",
     "utterance_stem",
 ]
