@@ -2,6 +2,7 @@
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -9,16 +10,34 @@ import zipfile
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Not sources: a checkout's build/ keeps modules that were since moved or
+# deleted, and setuptools would put them in the wheel.
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "results",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    ".bench_data",
+    ".whl",
+    "tmp",
+)
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    """A wheel of the repository, built offline.
+    """A wheel of the repository's sources, built offline.
 
-    A failed build fails the tests instead of skipping them: a package
-    that cannot be built is the defect these tests exist to catch.
+    Built from a copy without build outputs, as on a fresh clone. A failed
+    build fails the tests instead of skipping them: a package that cannot
+    be built is the defect these tests exist to catch.
     """
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "repo"
+    shutil.copytree(REPO, source, ignore=NOT_SOURCES)
     try:
         subprocess.run(
             [
@@ -31,7 +50,7 @@ def wheel(tmp_path_factory):
                 "--no-build-isolation",
                 "-w",
                 str(out),
-                REPO,
+                str(source),
             ],
             check=True,
             capture_output=True,
@@ -49,6 +68,24 @@ def wheel(tmp_path_factory):
 def test_wheel_ships_the_inference_template(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "speechbrain_ext/hparams/inference_ecapa.yaml" in names
+
+
+def test_wheel_holds_every_module_of_the_package_and_no_other(wheel):
+    """Every sub-package is found (none lacks an ``__init__.py``) and no
+    module moved or deleted since an earlier build travels along."""
+    shipped = {
+        name
+        for name in zipfile.ZipFile(wheel).namelist()
+        if name.startswith("speechbrain_ext/") and name.endswith(".py")
+    }
+    package = os.path.join(REPO, "speechbrain_ext")
+    sources = {
+        os.path.relpath(path, REPO).replace(os.sep, "/")
+        for path in glob.glob(
+            os.path.join(package, "**", "*.py"), recursive=True
+        )
+    }
+    assert shipped == sources
 
 
 def test_installed_package_finds_its_template_without_the_repo(wheel, tmp_path):
