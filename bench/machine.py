@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-__all__ = ["machine_info", "write_report"]
+__all__ = ["HostReads", "machine_info", "write_report"]
 
 
 def machine_info(device="cpu"):
@@ -76,3 +76,57 @@ def write_report(report, markdown, out, module, argv=None):
         json.dump(report, fout, indent=2)
     print(f"wrote {out}")
     return report
+
+
+# Tensor methods that copy a value to the host: on a GPU each one waits for
+# every queued kernel (a synchronisation) before Python can go on.
+HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "numpy")
+
+
+class HostReads(torch.overrides.TorchFunctionMode):
+    """Counts tensor reads to the host, by the code that asked for them.
+
+    Counting works on any device, so the syncs a training step would cost
+    on a GPU can be found and counted on a CPU. Each read is attributed to
+    the innermost frame outside torch (``"module:function"``).
+
+    Example
+    -------
+    >>> x = torch.arange(4)
+    >>> with HostReads() as reads:
+    ...     _ = int(x.max()) + x.sum().item()
+    >>> reads.total, list(reads.by_caller.values())
+    (2, [2])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.by_caller = {}
+
+    @property
+    def total(self):
+        """Reads counted so far."""
+        return sum(self.by_caller.values())
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", None) in HOST_READS:
+            caller = _caller_outside_torch()
+            self.by_caller[caller] = self.by_caller.get(caller, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def _caller_outside_torch():
+    """``"module:function"`` of the innermost frame not in torch or here.
+
+    Reads inside ``torch.optim`` are named ``"torch.optim"``: they read the
+    optimizers' step counters, which torch keeps on the CPU (no GPU sync).
+    """
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith("torch.optim"):
+            return "torch.optim"
+        if not module.startswith(("torch", __name__)):
+            return f"{module}:{frame.f_code.co_name}"
+        frame = frame.f_back
+    return "?"

@@ -83,7 +83,7 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
-from bench.machine import machine_info, write_report
+from bench.machine import HostReads, machine_info, write_report
 from bench.stats import timing_summary
 from speechbrain.utils.logger import get_logger
 from speechbrain_ext.augment.bank import ensure_bank_csv
@@ -849,11 +849,49 @@ def benchmark_system(system, overrides, config, device, mixed):
             "peak_memory_mib": peaks[precision, loading],
             "nonfinite_skipped": skipped[precision, loading],
         }
+    result["host_reads_per_step"] = count_host_reads(
+        brains["fp32"].fit_batch, held, config["steps"]
+    )
     del brains
     result.update(system_ratios(result["runs"], result["loader_alone"], mixed))
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def count_host_reads(step, batches, n_steps):
+    """Host reads (GPU syncs) per training step, by the code asking.
+
+    Arguments
+    ---------
+    step : callable
+        ``step(batch)``, e.g. a Brain's ``fit_batch``.
+    batches : list
+        Batches, cycled.
+    n_steps : int
+        Steps counted.
+
+    Returns
+    -------
+    dict
+        ``total`` reads per step and ``by_caller`` (``"module:function"``
+        -> reads per step), see :class:`bench.machine.HostReads`.
+
+    Example
+    -------
+    >>> count_host_reads(lambda b: b.sum().item(), [torch.ones(2)], 4)
+    {'total': 1.0, 'by_caller': {'bench.throughput:<lambda>': 1.0}}
+    """
+    with HostReads() as reads:
+        for _, batch in zip(range(n_steps), itertools.cycle(batches)):
+            step(batch)
+    return {
+        "total": reads.total / n_steps,
+        "by_caller": {
+            caller: count / n_steps
+            for caller, count in sorted(reads.by_caller.items())
+        },
+    }
 
 
 def targets(report):
@@ -942,6 +980,19 @@ def markdown_table(report):
             f"| {alone['utterance_seconds_per_second']:.1f} "
             f"| - | headroom: {headroom} | - | - |"
         )
+    reads = {
+        name: system["host_reads_per_step"]
+        for name, system in report["systems"].items()
+        if "host_reads_per_step" in system
+    }
+    if reads:
+        lines += ["", "Host reads per fp32 step (each a GPU sync):"]
+        lines += [
+            f"- {name}: {r['total']:g} ("
+            + ", ".join(f"{c} {n:g}" for c, n in r["by_caller"].items())
+            + ")"
+            for name, r in reads.items()
+        ]
     batch, config = report["batch"], report["config"]
     lines += [
         "",

@@ -605,3 +605,11 @@ def test_banks_work_in_parallel_augmenter(noise_csv, rir_csv):
     assert (out[[3, 5], 2500:] == 0).all()  # padding of row 1 stays zero
     labels = torch.tensor([1, 2])
     assert torch.equal(augment.replicate_labels(labels), labels.repeat(3))
+
+
+def test_select_pads_to_a_given_length_without_reading_lengths():
+    bank = WaveformBank([torch.ones(3), torch.ones(5)])
+    assert bank.max_length == 5
+    waveforms, lengths = bank.select(torch.tensor([0]), pad_to=bank.max_length)
+    assert waveforms.shape == (1, 5) and lengths.tolist() == [3]
+    assert waveforms[0].tolist() == pytest.approx([1, 1, 1, 0, 0], abs=1e-3)

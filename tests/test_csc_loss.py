@@ -139,13 +139,27 @@ def test_mismatched_inputs_are_named():
 
 
 def test_monitors_are_logged_with_embeddings():
-    loss = CSCLoss(n_prototypes=4)
+    loss = CSCLoss(n_prototypes=4, monitor_interval=1)
     logits = torch.randn(8, 4, generator=generator(1))
     loss(logits, logits, embeddings=torch.ones(8, 1, 6))
     terms = loss.last_terms
     assert terms["emb_std"] == 0.0 and terms["emb_rank"] == 0.0
     loss(logits, logits, embeddings=torch.randn(8, 6, generator=generator(2)))
     assert loss.last_terms["emb_rank"] > 3.0
+
+
+def test_monitors_are_sampled_every_interval_steps():
+    loss = CSCLoss(n_prototypes=4, monitor_interval=3)
+    logits = torch.randn(8, 4, generator=generator(1))
+    spread = torch.randn(8, 6, generator=generator(2))
+    ranks = []
+    for step in range(4):
+        embeddings = spread if step == 0 else torch.ones(8, 6)
+        loss(logits, logits, embeddings=embeddings)
+        ranks.append(loss.last_terms["emb_rank"])
+    # Steps 1 and 2 repeat step 0's sample; step 3 samples the collapse.
+    assert ranks[0] > 3.0 and ranks[1] == ranks[2] == ranks[0]
+    assert ranks[3] == 0.0
 
 
 def test_sinkhorn_balances_prototypes_and_keeps_rows_sharp():

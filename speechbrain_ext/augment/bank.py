@@ -202,6 +202,8 @@ class WaveformBank:
         self.lengths = lengths.long()
         self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
         self.divisors = divisors.float()
+        # On the host, read once: select(pad_to=) then needs no sync.
+        self.max_length = int(self.lengths.max()) if len(self.lengths) else 0
 
     def __len__(self):
         return len(self.lengths)
@@ -258,13 +260,17 @@ class WaveformBank:
             1
         )
 
-    def select(self, indices):
+    def select(self, indices, pad_to=None):
         """Returns the chosen waveforms, zero-padded to the longest.
 
         Arguments
         ---------
         indices : torch.Tensor
             Long tensor [batch] of waveform indices.
+        pad_to : int, optional
+            Pad to this many samples (e.g. ``max_length``, the bank's
+            longest) rather than to the longest chosen, which costs a
+            host-device sync on a GPU.
 
         Returns
         -------
@@ -275,7 +281,8 @@ class WaveformBank:
         """
         indices = indices.to(self.device)
         lengths = self.lengths[indices]
-        steps = torch.arange(int(lengths.max()), device=self.device)
+        size = int(lengths.max()) if pad_to is None else int(pad_to)
+        steps = torch.arange(size, device=self.device)
         inside = steps < lengths.unsqueeze(1)
         positions = self.offsets[indices].unsqueeze(1) + steps
         positions = torch.where(inside, positions, torch.zeros_like(positions))
@@ -355,6 +362,7 @@ class StreamingWaveformBank:
         self.sample_rate = sample_rate
         self.wheres = list(wheres) if wheres is not None else self.paths
         self.rates = list(rates) if rates is not None else None
+        self.max_length = int(self.lengths.max())
         self._device = torch.device("cpu")
 
     def __len__(self):
@@ -434,13 +442,15 @@ class StreamingWaveformBank:
             wav = torch.nn.functional.pad(wav, (0, count - len(wav)))
         return wav
 
-    def select(self, indices):
+    def select(self, indices, pad_to=None):
         """Returns the chosen waveforms, zero-padded to the longest.
 
         Arguments
         ---------
         indices : torch.Tensor
             Long tensor [batch] of file indices.
+        pad_to : int, optional
+            Pad to this many samples rather than to the longest chosen.
 
         Returns
         -------
@@ -451,12 +461,13 @@ class StreamingWaveformBank:
         """
         indices = indices.cpu()
         lengths = self.lengths[indices]
+        size = int(lengths.max()) if pad_to is None else int(pad_to)
         # Assembled in numpy: torch's per-row copies wake its thread pool
         # every row, which costs more than the reads on a busy machine.
-        out = np.zeros((len(indices), int(lengths.max())), dtype=np.float32)
+        out = np.zeros((len(indices), size), dtype=np.float32)
         for row, index in enumerate(indices.tolist()):
-            size = int(lengths[row])
-            out[row, :size] = self._read(index, 0, size).numpy()
+            count = int(lengths[row])
+            out[row, :count] = self._read(index, 0, count).numpy()
         return torch.from_numpy(out).to(self.device), lengths.to(self.device)
 
     def random_segments(self, batch_size, length):

@@ -237,7 +237,10 @@ class AddReverbBank(BankAugmentation):
         batch, n_samples = waveforms.shape
         device = waveforms.device
         bank = self.bank(device)
-        rirs, _ = bank.select(torch.randint(len(bank), (batch,), device=device))
+        rirs, _ = bank.select(
+            torch.randint(len(bank), (batch,), device=device),
+            pad_to=bank.max_length,
+        )
         direct = rirs.abs().argmax(dim=1)
 
         valid = relative_to_absolute(lengths.to(device), n_samples)

@@ -76,13 +76,19 @@ class EMATeacher(torch.nn.Module):
         for name in self.copies:
             student = getattr(students[name], "module", students[name])
             teacher = self.copies[name]
-            for mine, theirs in zip(
-                teacher.parameters(), student.parameters(), strict=True
-            ):
-                mine.mul_(self.momentum).add_(
-                    theirs.detach(), alpha=1.0 - self.momentum
+            mine = list(teacher.parameters())
+            theirs = [p.detach() for p in student.parameters()]
+            if len(mine) != len(theirs):
+                raise ValueError(
+                    f"teacher {name!r} has {len(mine)} parameters, its "
+                    f"student {len(theirs)}"
                 )
-            for mine, theirs in zip(
-                teacher.buffers(), student.buffers(), strict=True
-            ):
-                mine.copy_(theirs)
+            # One fused kernel per tensor list, not two launches per
+            # parameter: the update runs every step.
+            torch._foreach_mul_(mine, self.momentum)
+            torch._foreach_add_(mine, theirs, alpha=1.0 - self.momentum)
+            buffers = list(teacher.buffers())
+            if buffers:
+                torch._foreach_copy_(
+                    buffers, [b.detach() for b in student.buffers()]
+                )

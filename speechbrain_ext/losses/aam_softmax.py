@@ -110,6 +110,26 @@ class AAMSoftmaxLoss(torch.nn.Module):
         self.margin_warmup = MarginWarmup(
             margin_warmup_start, margin_warmup_steps
         )
+        self._checked_on = set()
+
+    def _check_labels(self, labels, n_classes):
+        """Labels must index the classifier's classes.
+
+        Reading them costs a host-device sync, so only the first batch on
+        each device is checked: the label encoder fixes the range for a run
+        (a later bad label still fails, in the one-hot scatter, less
+        clearly).
+        """
+        device = labels.device
+        if device in self._checked_on:
+            return
+        lowest, highest = int(labels.min()), int(labels.max())
+        if lowest < 0 or highest >= n_classes:
+            raise ValueError(
+                f"labels must lie in [0, {n_classes}) (the classifier's "
+                f"classes), got values in [{lowest}, {highest}]"
+            )
+        self._checked_on.add(device)
 
     @property
     def current_margin(self):
@@ -196,13 +216,7 @@ class AAMSoftmaxLoss(torch.nn.Module):
         self._use_margin(self.current_margin)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             logits = self._cosine_logits(embeddings.float())
-            n_classes = logits.shape[-1]
-            lowest, highest = int(labels.min()), int(labels.max())
-            if lowest < 0 or highest >= n_classes:
-                raise ValueError(
-                    f"labels must lie in [0, {n_classes}) (the classifier's "
-                    f"classes), got values in [{lowest}, {highest}]"
-                )
+            self._check_labels(labels, logits.shape[-1])
             if partner_labels is None:
                 loss = self.aam_loss(logits, labels.unsqueeze(1))
             else:

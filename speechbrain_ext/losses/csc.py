@@ -38,7 +38,7 @@ from speechbrain_ext.distributed import (
     gather_with_grad,
     scale_gradient_by_world_size,
 )
-from speechbrain_ext.losses.monitors import embedding_health
+from speechbrain_ext.losses.monitors import HealthMonitor
 from speechbrain_ext.losses.shapes import as_matrix
 from speechbrain_ext.losses.terms import LoggedTerms
 
@@ -339,6 +339,9 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
     information_weight : float
         Weight of the distillation cross-entropy (0: the information term
         off, for ablations).
+    monitor_interval : int
+        Steps between two computations of the collapse monitors (see
+        :class:`~speechbrain_ext.losses.monitors.HealthMonitor`).
 
     Attributes
     ----------
@@ -382,6 +385,7 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         separation="l1",
         gather_distributed=False,
         information_weight=1.0,
+        monitor_interval=10,
     ):
         super().__init__()
         check_weights(
@@ -416,6 +420,7 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         self.covariance_weight = float(covariance_weight)
         self.separation = separation
         self.gather_distributed = gather_distributed
+        self.health = HealthMonitor(monitor_interval)
         self.register_buffer("center", torch.zeros(1, int(n_prototypes)))
 
     def teacher_probabilities(self, teacher_logits):
@@ -543,7 +548,7 @@ class CSCLoss(LoggedTerms, torch.nn.Module):
         """Logs the collapse monitors; returns the weighted VICReg terms."""
         # Covariances in bfloat16 would round away the variance term.
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            terms.update(embedding_health(embeddings))
+            terms.update(self.health(embeddings))
             if not (self.variance_weight or self.covariance_weight):
                 return 0.0
             variance, covariance = variance_covariance(embeddings)

@@ -41,7 +41,7 @@ from speechbrain_ext.losses.csc import (
     separation_error,
     variance_covariance,
 )
-from speechbrain_ext.losses.monitors import embedding_health
+from speechbrain_ext.losses.monitors import HealthMonitor
 from speechbrain_ext.losses.shapes import as_matrix
 from speechbrain_ext.losses.terms import LoggedTerms
 
@@ -103,6 +103,11 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
         "l1" or "mse".
     gather_distributed : bool
         Whether to use the rows of all DDP ranks.
+    criterion : str
+        "vicreg" or "barlow".
+    monitor_interval : int
+        Steps between two computations of the collapse monitors (see
+        :class:`~speechbrain_ext.losses.monitors.HealthMonitor`).
 
     Attributes
     ----------
@@ -135,6 +140,7 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
         separation="l1",
         gather_distributed=False,
         criterion="vicreg",
+        monitor_interval=10,
     ):
         super().__init__()
         if criterion not in CRITERIA:
@@ -155,6 +161,7 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
         self.beta = float(beta)
         self.separation = separation
         self.gather_distributed = gather_distributed
+        self.health = HealthMonitor(monitor_interval)
 
     def forward(
         self, z, g, estimate=None, target=None, lengths=None, n_views=1
@@ -192,7 +199,7 @@ class CSCInfoMaxLoss(LoggedTerms, torch.nn.Module):
                 f"z {tuple(z.shape)} and g {tuple(g.shape)} must pair row "
                 "by row"
             )
-        terms = dict(embedding_health(z.detach()))
+        terms = self.health(z.detach())
         # [targets, views, D]: targets are gathered across ranks, and each
         # view position keeps its own batch statistics.
         z, g = unstack_views(z, n_views), unstack_views(g, n_views)

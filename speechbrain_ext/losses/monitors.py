@@ -13,7 +13,7 @@ import torch
 
 from speechbrain_ext.losses.shapes import as_matrix, unit_norm
 
-__all__ = ["effective_rank", "embedding_health"]
+__all__ = ["HealthMonitor", "effective_rank", "embedding_health"]
 
 
 def effective_rank(embeddings):
@@ -45,12 +45,12 @@ def effective_rank(embeddings):
     singular = torch.linalg.svdvals(centred)
     total = singular.sum()
     # Rounding leaves a constant batch a tiny spread, not a direction.
+    # Decided on the device (torch.where, xlogy's 0 log 0 = 0): a Python
+    # branch on a GPU value would stall the training step.
     scale = embeddings.norm(dim=1).mean()
-    if total <= 1e-5 * scale:
-        return total.new_zeros(())
-    share = singular / total
-    share = share[share > 0]
-    return torch.exp(-(share * share.log()).sum())
+    share = singular / total.clamp_min(torch.finfo(total.dtype).tiny)
+    rank = torch.exp(-torch.xlogy(share, share).sum())
+    return torch.where(total <= 1e-5 * scale, rank.new_zeros(()), rank)
 
 
 @torch.no_grad()
@@ -84,3 +84,42 @@ def embedding_health(embeddings):
         "emb_std": unit.std(dim=0).mean(),
         "emb_rank": effective_rank(unit),
     }
+
+
+class HealthMonitor:
+    """:func:`embedding_health` every ``interval`` calls, reused between.
+
+    The SVD behind the effective rank is the costliest part of a CSC loss
+    call on a GPU; the monitors only feed epoch averages, so a sample every
+    few steps serves them as well. Between samples the last values are
+    returned again (detached tensors, so the epoch average stays a mean
+    over the sampled batches, each counted ``interval`` times).
+
+    Arguments
+    ---------
+    interval : int
+        Compute on calls 0, interval, 2 * interval, ... (1: every call).
+
+    Example
+    -------
+    >>> monitor = HealthMonitor(interval=2)
+    >>> first = monitor(torch.eye(4))["emb_rank"]
+    >>> monitor(torch.ones(4, 4))["emb_rank"] is first  # reused
+    True
+    >>> float(monitor(torch.ones(4, 4))["emb_rank"])  # the third call
+    0.0
+    """
+
+    def __init__(self, interval=10):
+        if int(interval) != interval or interval < 1:
+            raise ValueError(f"interval must be an int >= 1, got {interval!r}")
+        self.interval = int(interval)
+        self.calls = 0
+        self.last = None
+
+    def __call__(self, embeddings):
+        """The monitors of ``embeddings`` (or the last sampled ones)."""
+        if self.last is None or self.calls % self.interval == 0:
+            self.last = embedding_health(embeddings)
+        self.calls += 1
+        return dict(self.last)
