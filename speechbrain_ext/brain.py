@@ -11,6 +11,11 @@
 - **DDP on CPUs.** SpeechBrain 1.1 converts every BatchNorm to
   ``SyncBatchNorm``, which only runs on GPUs; on a CPU (gloo) launch each
   rank keeps its own batch statistics instead;
+- **a random stream per DDP rank.** The hparams seed every process alike
+  (``seed_everything``), so that all ranks build the same model; at the
+  start of ``fit`` each rank is reseeded with ``seed + rank``
+  (:func:`speechbrain_ext.distributed.seed_per_rank`), so that ranks draw
+  different crops and augmentations instead of the same ones;
 - **learning-rate warm-up** over ``lr_warmup_steps`` optimizer steps (a
   constructor argument; 0: none), on top of the epoch scheduler;
 - **logged loss terms.** Any module (or other source of
@@ -49,11 +54,16 @@ Example
 """
 
 import logging
+import os
 
 import torch
 
 import speechbrain as sb
-from speechbrain_ext.distributed import gather_for_metrics
+from speechbrain_ext.distributed import (
+    gather_for_metrics,
+    seed_per_rank,
+    world_size,
+)
 from speechbrain_ext.losses.information import (
     gaussian_information,
     shuffled_partners,
@@ -86,6 +96,28 @@ class RobustBrain(sb.core.Brain):
     def __init__(self, *args, lr_warmup_steps=0, **kwargs):
         super().__init__(*args, **kwargs)
         self.lr_warmup_steps = lr_warmup_steps or 0
+
+    def on_fit_start(self):
+        """SpeechBrain's start of ``fit``, then a random stream per rank.
+
+        Under DDP every rank is reseeded with ``seed + rank`` once the
+        modules are built (and broadcast by DDP), so model initialisation
+        stays identical across ranks while the crops and augmentations
+        that each rank draws differ. The seed is the hparams' ``seed``,
+        else the one ``seed_everything`` recorded (``SB_GLOBAL_SEED``).
+        SpeechBrain's own samplers seed themselves (from
+        ``SB_GLOBAL_SEED``, which is left alone) and stay the same on
+        every rank, as they must to split an epoch between ranks. A
+        single process is not reseeded, so its results are unchanged.
+        """
+        super().on_fit_start()
+        if world_size() > 1:
+            seed = getattr(getattr(self, "hparams", None), "seed", None)
+            if seed is None:
+                seed = os.environ.get("SB_GLOBAL_SEED")
+            if seed is not None:
+                seed = seed_per_rank(int(seed))
+                logger.info("random stream of this rank seeded with %d", seed)
 
     def _wrap_distributed(self):
         """Wraps trainable modules in DDP; on CPUs without SyncBatchNorm."""
@@ -254,7 +286,9 @@ class TaskBrain(RobustBrain):
     decides what to do with the embeddings (``compute_objectives``). After
     each optimizer step the task may update state that follows the weights
     (e.g. CSC's exponential-moving-average teacher), and the terms it
-    reports are logged with the modules'.
+    reports are logged with the modules'. Parameters that the task never
+    trains (``task.unused_parameters``, e.g. CSC's at ``csc_weight`` 0)
+    are frozen when the Brain is built, before DDP wraps the modules.
 
     A task with an ``information_pairs`` method (CSC) also returns, for
     every validation batch, the (z, g) pairs of interfered views of its
@@ -264,6 +298,26 @@ class TaskBrain(RobustBrain):
 
     # Seeds the shuffled pairing, so that it is the same every epoch.
     SHUFFLE_SEED = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.freeze_unused_parameters()
+
+    def freeze_unused_parameters(self):
+        """Freezes what the task never trains (e.g. CSC at ``csc_weight`` 0).
+
+        Before DDP wraps the modules: DDP expects a gradient for every
+        trainable parameter of a module whose ``forward`` ran and fails
+        at the next step otherwise, and a module left without trainable
+        parameters is not wrapped at all (see
+        :meth:`speechbrain_ext.tasks.EmbeddingTask.unused_parameters`).
+        """
+        unused = self.hparams.task.unused_parameters(self.modules)
+        for params in unused.values():
+            for param in params:
+                param.requires_grad_(False)
+        if unused:
+            logger.info("not trained by this task: %s", ", ".join(unused))
 
     def compute_forward(self, batch, stage):
         """Training outputs of the task, or embeddings for other stages."""

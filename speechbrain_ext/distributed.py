@@ -17,6 +17,9 @@ Authors
  * speechbrain_ext contributors
 """
 
+import random
+
+import numpy as np
 import torch
 
 from speechbrain.utils.distributed import is_distributed_initialized
@@ -25,8 +28,10 @@ __all__ = [
     "gather_for_metrics",
     "gather_with_grad",
     "global_group_ids",
+    "lr_for_world_size",
     "process_rank",
     "scale_gradient_by_world_size",
+    "seed_per_rank",
     "world_size",
 ]
 
@@ -71,6 +76,82 @@ def process_rank():
     return torch.distributed.get_rank()
 
 
+def seed_per_rank(seed):
+    """Seeds Python's, NumPy's and torch's random streams with seed + rank.
+
+    ``speechbrain.utils.seed.seed_everything`` (the hparams' ``__set_seed``)
+    gives every DDP rank the same seed, which every rank needs while the
+    model is built, so that all start from the same weights; afterwards it
+    makes every rank draw the same random crops, interfering talkers,
+    noises and rooms for its (different) items. Called once the model is
+    built, this gives rank r the seed ``seed + r``. ``SB_GLOBAL_SEED``,
+    from which SpeechBrain seeds its samplers, is left alone: the samplers
+    must shuffle alike on every rank to split an epoch between them.
+    Data loader workers draw their seeds from torch's stream, so they
+    differ across ranks too.
+
+    Arguments
+    ---------
+    seed : int
+        The run's seed (the hparams' ``seed``).
+
+    Returns
+    -------
+    int
+        The seed of this rank, ``seed + process_rank()``.
+
+    Example
+    -------
+    >>> seed_per_rank(1986)  # rank 0
+    1986
+    >>> first = torch.rand(2)
+    >>> _ = seed_per_rank(1986)
+    >>> torch.equal(torch.rand(2), first)
+    True
+    """
+    seed = int(seed) + process_rank()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # every CUDA device too
+    return seed
+
+
+def lr_for_world_size(lr, scale_with_world_size=True):
+    """The learning rate of this run: ``lr`` times the number of processes.
+
+    Under DDP every process trains on its own batch, so the global batch
+    is ``world_size * batch_size`` items and an epoch has ``world_size``
+    times fewer optimizer steps (with the gathered losses of this package,
+    one DDP step equals the single-process step on the global batch; see
+    :func:`gather_with_grad`). The linear scaling rule (Goyal et al. 2017,
+    "Accurate, Large Minibatch SGD"; WeSpeaker multiplies by
+    ``n_gpus * batch_size / 64``) keeps the progress per epoch: ``lr`` is
+    the rate of one process and is multiplied by the world size. The
+    recipes' hparams apply it to their initial and final rates
+    (``lr_scale_with_world_size``).
+
+    Arguments
+    ---------
+    lr : float
+        The learning rate of one process.
+    scale_with_world_size : bool
+        False returns ``lr`` whatever the number of processes.
+
+    Returns
+    -------
+    float
+        ``lr * world_size()``, or ``lr``.
+
+    Example
+    -------
+    >>> lr_for_world_size(0.001)  # one process
+    0.001
+    """
+    if not scale_with_world_size:
+        return lr
+    return lr * world_size()
+
+
 def _gather_shapes(tensor, caller):
     """Returns the shape of ``tensor`` on every rank, in rank order."""
     if tensor.dim() == 0:
@@ -90,44 +171,83 @@ def _all_gather(tensor):
     return parts
 
 
+def _gather_rows(tensor, caller):
+    """Returns every rank's rows of ``tensor`` (rank order), detached.
+
+    Ranks may hold different numbers of rows (dim 0), even none: each pads
+    its rows to the largest count, the padded tensors are gathered and
+    every part is cut back to its rank's rows (the padding is the mask).
+    """
+    shapes = _gather_shapes(tensor, caller)
+    if len({shape[1:] for shape in shapes}) > 1:
+        raise ValueError(
+            f"{caller} needs the same shape beyond dim 0 on every rank, got "
+            "shapes "
+            + ", ".join(f"rank {r}: {s}" for r, s in enumerate(shapes))
+        )
+    max_rows = max(shape[0] for shape in shapes)
+    padded = tensor.new_zeros((max_rows, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor.detach()
+    parts = _all_gather(padded)
+    return [part[: shape[0]] for part, shape in zip(parts, shapes)]
+
+
 def gather_with_grad(tensor):
     """Concatenates ``tensor`` from every rank along dim 0, keeping the graph.
 
-    The result is ``[world_size * N, ...]`` in rank order. This rank's slice
-    is ``tensor`` itself, so a loss computed on the result back-propagates
-    into this rank's rows; the other ranks' slices are constants. Every
-    rank must pass the same shape (``drop_last=True``, or whole P x K
-    batches from ``PKSampler``, guarantee equal batch sizes); this is
-    checked, and a mismatch raises ValueError on every rank instead of a
-    hang or a corrupt gather.
+    The result is ``[N_0 + N_1 + ..., ...]`` in rank order. This rank's
+    slice is ``tensor`` itself, so a loss computed on the result
+    back-propagates into this rank's rows; the other ranks' slices are
+    constants.
+
+    Ranks may hold different numbers of rows N_r. Whole P x K batches
+    (``PKSampler``) or ``drop_last=True`` give every rank the same batch
+    size, but an item whose audio cannot be read is dropped from its
+    batch (:func:`speechbrain_ext.data.batches.collate_readable`), so one
+    unreadable file leaves its rank a row short. The rows are then
+    padded to the largest N_r, gathered, and the padding is cut off
+    again, so the result holds every readable row of the global batch
+    once and nothing else: a loss on it is exactly the loss that one
+    process would compute on the global batch without the unreadable
+    items. (Replacing the item instead, say by another utterance of the
+    same speaker, would keep the sizes but count that utterance twice,
+    and a self-supervised batch has no speaker to draw from.) Terms that
+    stay local (AAM-softmax, CSC's separation error) are means over the
+    rank's own rows, which DDP averages per rank: a rank that lost one of
+    64 items gives its 63 rows 64/63 of their weight (1.6 % more), as in
+    any DDP training on unequal batches; this is left as is. Only dim 0
+    may differ; any other mismatch raises ValueError on every rank
+    instead of a hang or a corrupt gather.
 
     Gradient scaling. If every rank computes the same global loss L on the
     gathered batch, the gradient that rank r gets is the part of dL/dtheta
     that flows through its own rows, and these parts sum over ranks to
-    dL/dtheta. DDP then *averages* the ranks' gradients, so the update is
-    dL/dtheta / world_size: the global loss, but with a learning rate
-    divided by the number of processes. The losses of this package
-    (``gather_distributed=True``) therefore pass L through
+    dL/dtheta, whatever the N_r. DDP then *averages* the ranks' gradients,
+    so the update is dL/dtheta / world_size: the global loss, but with a
+    learning rate divided by the number of processes. The losses of this
+    package (``gather_distributed=True``) therefore pass L through
     :func:`scale_gradient_by_world_size`, which keeps its value and
     multiplies its gradient by world_size, so that one DDP step equals
     the single-process step on the global batch (tests/test_distributed.py
-    checks this on two processes). A caller using this function for its
-    own loss must do the same.
+    and tests/test_ddp_faults.py check this on two processes, with equal
+    and unequal N_r). A caller using this function for its own loss must
+    do the same.
 
     Arguments
     ---------
     tensor : torch.Tensor
-        ``[N, ...]`` on this rank.
+        ``[N_r, ...]`` on rank r.
 
     Returns
     -------
     torch.Tensor
-        ``[world_size * N, ...]``; ``tensor`` itself when not distributed.
+        ``[sum_r N_r, ...]``; ``tensor`` itself when not distributed.
 
     Raises
     ------
     ValueError
-        If the shapes differ between ranks (the message lists them).
+        If the shapes differ between ranks beyond dim 0 (the message lists
+        them).
 
     Example
     -------
@@ -137,14 +257,7 @@ def gather_with_grad(tensor):
     """
     if world_size() == 1:
         return tensor
-    shapes = _gather_shapes(tensor, "gather_with_grad")
-    if len(set(shapes)) > 1:
-        raise ValueError(
-            "gather_with_grad needs the same shape on every rank (use "
-            "drop_last=True or whole P x K batches), got shapes "
-            + ", ".join(f"rank {r}: {s}" for r, s in enumerate(shapes))
-        )
-    parts = _all_gather(tensor)
+    parts = _gather_rows(tensor, "gather_with_grad")
     parts[process_rank()] = tensor
     return torch.cat(parts, dim=0)
 
@@ -216,42 +329,32 @@ def gather_for_metrics(tensor):
     """
     if world_size() == 1:
         return tensor
-    shapes = _gather_shapes(tensor, "gather_for_metrics")
-    if len({shape[1:] for shape in shapes}) > 1:
-        raise ValueError(
-            "gather_for_metrics needs the same shape beyond dim 0 on every "
-            "rank, got shapes "
-            + ", ".join(f"rank {r}: {s}" for r, s in enumerate(shapes))
-        )
-    max_rows = max(shape[0] for shape in shapes)
-    padded = tensor.new_zeros((max_rows, *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor.detach()
-    parts = _all_gather(padded)
-    return torch.cat(
-        [part[: shape[0]] for part, shape in zip(parts, shapes)], dim=0
-    )
+    return torch.cat(_gather_rows(tensor, "gather_for_metrics"), dim=0)
 
 
 def global_group_ids(local_ids, n_local):
-    """Offsets per-rank group ids by ``rank * n_local`` to keep them unique.
+    """Makes per-rank group ids unique across ranks: ``id * world + rank``.
 
     Self-supervised tasks label the views of the i-th utterance of *their*
     batch with group id i in ``0 .. n_local - 1``, so every rank uses the
     same ids. After gathering, the views of different utterances on two
-    ranks would then count as positives; shifting rank r's ids to
-    ``r * n_local .. (r + 1) * n_local - 1`` keeps them apart.
+    ranks would then count as positives. Interleaving the ranks (rank r's
+    id i becomes ``i * world_size + r``) keeps them apart even when the
+    ranks hold different numbers of utterances (an unreadable item
+    dropped from one rank's batch), where an offset of ``r * n_local``
+    would need the same ``n_local`` on every rank.
 
     Arguments
     ---------
     local_ids : torch.Tensor
         Integer ids in ``[0, n_local)``, any shape.
     n_local : int
-        The number of ids per rank (the same on every rank).
+        The number of ids of this rank (it may differ between ranks).
 
     Returns
     -------
     torch.Tensor
-        ``local_ids + process_rank() * n_local``.
+        ``local_ids * world_size() + process_rank()``.
 
     Raises
     ------
@@ -260,7 +363,7 @@ def global_group_ids(local_ids, n_local):
 
     Example
     -------
-    >>> global_group_ids(torch.tensor([0, 1, 0, 1]), 2)  # rank 0
+    >>> global_group_ids(torch.tensor([0, 1, 0, 1]), 2)  # rank 0 of 1
     tensor([0, 1, 0, 1])
     """
     if local_ids.numel() and (
@@ -270,4 +373,4 @@ def global_group_ids(local_ids, n_local):
             f"group ids must be in [0, {n_local}), got ids from "
             f"{local_ids.min().item()} to {local_ids.max().item()}"
         )
-    return local_ids + process_rank() * n_local
+    return local_ids * world_size() + process_rank()

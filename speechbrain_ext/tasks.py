@@ -111,6 +111,28 @@ class EmbeddingTask:
     def on_optimizer_step(self, modules):
         """Called after every optimizer step (e.g. to move a teacher)."""
 
+    def unused_parameters(self, modules):
+        """The parameters of ``modules`` that this task never trains.
+
+        The Brain freezes them before wrapping the modules in
+        ``DistributedDataParallel``, which otherwise expects a gradient for
+        every trainable parameter of a module whose ``forward`` ran and
+        fails at the next step (SpeechBrain builds DDP without
+        ``find_unused_parameters``, whose search of the graph every step
+        would cost time). Every task here uses all of its modules.
+
+        Arguments
+        ---------
+        modules : torch.nn.ModuleDict
+            The Brain's modules, not yet wrapped.
+
+        Returns
+        -------
+        dict
+            ``{name: [parameters]}``, empty by default.
+        """
+        return {}
+
 
 class SupervisedEmbeddingTask(EmbeddingTask):
     """Speaker-supervised objectives on (optionally) augmented views.
@@ -521,7 +543,10 @@ class SupervisedSeparativeTask(SeparativeCodingTask):
       each with its utterance's label (an ablation: the speaker objective
       then never sees a clean view).
 
-    With ``csc_weight`` 0 the CSC part is not computed at all.
+    With ``csc_weight`` 0 the CSC part is not computed at all, and its
+    parameters (the encoder's mask head, the aggregator, any CSC head,
+    teacher or loss parameters) are frozen (:meth:`unused_parameters`), so
+    that DDP does not wait for their gradients.
 
     Arguments
     ---------
@@ -611,3 +636,38 @@ class SupervisedSeparativeTask(SeparativeCodingTask):
         """Moves the teacher (if any), unless CSC is off."""
         if self.csc_weight > 0:
             super().on_optimizer_step(modules)
+
+    # Modules that only CSC reads.
+    CSC_MODULES = ("aggregator", "csc_objective", "csc_head", "teacher")
+
+    def unused_parameters(self, modules):
+        """With ``csc_weight`` 0, every parameter that only CSC trains.
+
+        Example
+        -------
+        >>> from speechbrain_ext.augment import InterferedViews
+        >>> from speechbrain_ext.lobes import SeparativeEncoder
+        >>> views = InterferedViews([], n_views=1, segments=2)
+        >>> task = SupervisedSeparativeTask(views, csc_weight=0.0)
+        >>> modules = torch.nn.ModuleDict(
+        ...     {
+        ...         "embedding_model": SeparativeEncoder(
+        ...             20, channels=[8, 8, 8, 8, 24], mask_channels=8
+        ...         ),
+        ...         "aggregator": torch.nn.Linear(2, 2),
+        ...     }
+        ... )
+        >>> sorted(task.unused_parameters(modules))
+        ['aggregator', 'embedding_model.mask_head']
+        """
+        if self.csc_weight > 0:
+            return {}
+        unused = {
+            name: list(modules[name].parameters())
+            for name in self.CSC_MODULES
+            if name in modules
+        }
+        mask_head = getattr(modules["embedding_model"], "mask_head", None)
+        if mask_head is not None:
+            unused["embedding_model.mask_head"] = list(mask_head.parameters())
+        return {name: params for name, params in unused.items() if params}

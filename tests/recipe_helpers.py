@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from hyperpyyaml import load_hyperpyyaml
+
 RECIPE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     "recipes",
@@ -66,3 +68,52 @@ def train_args(
         f"--number_of_epochs={epochs}",
         *TINY,
     ]
+
+
+def torchrun(args, n_processes=2, timeout=600):
+    """Runs train.py under torchrun; fails with the output of every rank."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={n_processes}",
+        "train.py",
+        *args,
+        "--distributed_backend=gloo",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.run(
+        command,
+        cwd=RECIPE,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    output = process.stdout + process.stderr
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def train_module():
+    """The recipe's ``train.py`` as a module, for its functions."""
+    sys.path.insert(0, RECIPE)
+    try:
+        import train
+    finally:
+        sys.path.remove(RECIPE)
+    return train
+
+
+def recipe_hparams(hparams_file, overrides):
+    """A recipe YAML (path relative to the recipe folder), loaded."""
+    with open(os.path.join(RECIPE, hparams_file), encoding="utf-8") as fin:
+        return load_hyperpyyaml(fin, overrides)
+
+
+def prepare_like_train(hparams_file, overrides):
+    """Runs the data preparation with train.py's own function."""
+    hparams = recipe_hparams(hparams_file, overrides)
+    train_module().prepare_corpus(hparams)
+    return hparams["prep_folder"]

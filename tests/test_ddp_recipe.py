@@ -9,45 +9,17 @@ once, and the export loads.
 
 import csv
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
-from recipe_helpers import RECIPE, train_args  # noqa: E402
+from recipe_helpers import torchrun, train_args  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available()
     or not torch.distributed.is_gloo_available(),
     reason="torch.distributed with gloo is not available",
 )
-
-
-def torchrun(args, n_processes=2, timeout=600):
-    """Runs train.py under torchrun; fails with the output of every rank."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={n_processes}",
-        "train.py",
-        *args,
-        "--distributed_backend=gloo",
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.run(
-        command,
-        cwd=RECIPE,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    output = process.stdout + process.stderr
-    assert process.returncode == 0, output[-4000:]
-    return output
 
 
 def optimizer_steps(save_folder):

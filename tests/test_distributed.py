@@ -185,7 +185,7 @@ def run_checks(rank, port, out_dir):
             "metrics": metrics_checks(rank),
             "group_ids": global_group_ids(LOCAL_VIEW_IDS, 2),
             "size_error": error_message(
-                gather_with_grad, torch.zeros(2 + rank, 3)
+                gather_with_grad, torch.zeros(2, 3 + rank)
             ),
             "trailing_error": error_message(
                 gather_for_metrics, torch.zeros(2, 3 + rank)
@@ -255,11 +255,12 @@ def test_gather_with_grad_backpropagates_into_the_local_slice_only(ranks):
         torch.testing.assert_close(result["gather"]["grad"], expected)
 
 
-def test_gather_with_grad_names_unequal_sizes(ranks):
+def test_gather_with_grad_names_mismatched_feature_sizes(ranks):
+    # Unequal row counts are gathered (tests/test_ddp_faults.py).
     for result in ranks:
         message = result["size_error"]
         assert message is not None
-        assert "rank 0: (2, 3)" in message and "rank 1: (3, 3)" in message
+        assert "rank 0: (2, 3)" in message and "rank 1: (2, 4)" in message
 
 
 def test_gather_for_metrics_handles_unequal_sizes(ranks):
@@ -281,9 +282,9 @@ def test_gather_for_metrics_names_mismatched_feature_sizes(ranks):
         assert "rank 0: (2, 3)" in message and "rank 1: (2, 4)" in message
 
 
-def test_global_group_ids_are_offset_by_rank(ranks):
-    assert ranks[0]["group_ids"].tolist() == [0, 1, 0, 1]
-    assert ranks[1]["group_ids"].tolist() == [2, 3, 2, 3]
+def test_global_group_ids_interleave_the_ranks(ranks):
+    assert ranks[0]["group_ids"].tolist() == [0, 2, 0, 2]
+    assert ranks[1]["group_ids"].tolist() == [1, 3, 1, 3]
 
 
 def test_ddp_without_scaling_takes_a_step_divided_by_world_size(ranks):

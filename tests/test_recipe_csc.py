@@ -9,13 +9,16 @@ import csv
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
-from hyperpyyaml import load_hyperpyyaml
-from recipe_helpers import RECIPE, TINY, run_recipe, train_args  # noqa: E402
+from recipe_helpers import (  # noqa: E402
+    TINY,
+    prepare_like_train,
+    run_recipe,
+    train_args,
+)
 
 
 def strip_column(path, column):
@@ -38,19 +41,6 @@ def read_scores(folder, condition):
             trials.append((enrol, test, label))
             scores.append(float(score))
     return trials, np.array(scores)
-
-
-def prepare_like_train(hparams_file, overrides):
-    """Runs the data preparation with train.py's own function."""
-    sys.path.insert(0, RECIPE)
-    try:
-        from train import prepare_corpus
-    finally:
-        sys.path.remove(RECIPE)
-    with open(os.path.join(RECIPE, hparams_file), encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    prepare_corpus(hparams)
-    return hparams["prep_folder"]
 
 
 @pytest.fixture(scope="module")

@@ -68,8 +68,9 @@ class AAMSupConLoss(torch.nn.Module):
     every anchor meets the negatives and positives of the global batch,
     and the gradient is rescaled for DDP's averaging: one DDP step then
     equals the single-process step on the global batch, and the returned
-    value is the global-batch loss on every rank. Every rank must hold the
-    same number of rows. Without a process group the option does nothing.
+    value is the global-batch loss on every rank. The ranks may hold
+    different numbers of rows (a rank whose batch lost an unreadable
+    item). Without a process group the option does nothing.
 
     Margin warm-up (off by default): the margin is 0 for the first
     ``margin_warmup_start`` training calls, then rises linearly to
@@ -219,9 +220,9 @@ class AAMSupConLoss(torch.nn.Module):
         Returns
         -------
         embeddings : torch.Tensor
-            ``[world_size * N, D]``, this rank's rows keeping their graph.
+            ``[sum_r N_r, D]``, this rank's rows keeping their graph.
         labels : torch.Tensor
-            ``[world_size * N]``.
+            ``[sum_r N_r]``.
         """
         return gather_with_grad(embeddings), gather_with_grad(labels)
 

@@ -36,9 +36,10 @@ class NTXentLoss(AAMSupConLoss):
     With ``gather_distributed=True`` the ids stay per rank: the views of
     the i-th utterance of every rank's batch may all carry id i (as
     ``ViewContrastTask.group_ids`` gives them). Before gathering, the loss
-    renumbers each rank's ids and offsets them by rank
+    renumbers each rank's ids and interleaves the ranks
     (:func:`~speechbrain_ext.distributed.global_group_ids`), so views of
-    different ranks are never positives of each other.
+    different ranks are never positives of each other, even when the
+    ranks hold different numbers of views.
 
     Arguments
     ---------
@@ -75,12 +76,12 @@ class NTXentLoss(AAMSupConLoss):
         Returns
         -------
         embeddings : torch.Tensor
-            ``[world_size * N, D]``, this rank's rows keeping their graph.
+            ``[sum_r N_r, D]``, this rank's rows keeping their graph.
         labels : torch.Tensor
-            ``[world_size * N]`` group ids, unique to each rank.
+            ``[sum_r N_r]`` group ids, unique to each rank.
         """
-        # Renumbered to 0..G-1 with G <= N, so an offset of N per rank
-        # separates the ranks whatever ids the caller used.
+        # Renumbered to 0..G-1 with G <= N, then interleaved by rank, so
+        # the ranks stay apart whatever ids the caller used.
         _, local_ids = torch.unique(labels, return_inverse=True)
         labels = global_group_ids(local_ids, n_local=len(labels))
         return super().gather_batch(embeddings, labels)
