@@ -319,3 +319,21 @@ def test_quick_run_sizes_the_classifier_from_the_data(quick_report):
     assert {s["embedding_rows"] for s in systems.values()} == {
         report["batch"]["clean_crops"] * views
     }
+
+
+def test_our_training_step_reads_the_device_once(quick_report):
+    # The non-finite guard must decide on the host whether to step; every
+    # other read of ours (label checks, monitors, bank padding) is gone.
+    report, _ = quick_report
+    for name, system in report["systems"].items():
+        ours = {
+            caller: count
+            for caller, count in system["host_reads_per_step"][
+                "by_caller"
+            ].items()
+            if caller.startswith("speechbrain_ext")
+        }
+        assert ours == {"speechbrain_ext.brain:check_loss_isfinite": 1.0}, (
+            name,
+            ours,
+        )
