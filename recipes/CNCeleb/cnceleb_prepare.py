@@ -65,7 +65,7 @@ matching and skips preparation on every rank::
         --join_min_duration 5.0 --min_duration 1.0
     torchrun --nproc_per_node=8 train.py hparams/aam_softmax.yaml \
         --data_folder /data/CN-Celeb_flac \
-        --prepare_options.cnceleb2_folder /data/CN-Celeb2_flac
+        --prepare_options="{cnceleb2_folder: /data/CN-Celeb2_flac}"
 
 Authors
  * speechbrain_ext contributors
