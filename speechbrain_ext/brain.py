@@ -69,7 +69,16 @@ from speechbrain_ext.losses.information import (
     shuffled_partners,
 )
 
-__all__ = ["NonFiniteLoss", "RobustBrain", "TaskBrain"]
+__all__ = ["NonFiniteLoss", "RobustBrain", "TaskBrain", "training_precision"]
+
+# speechbrain.core.Brain's positional arguments, in order.
+BRAIN_ARGUMENTS = (
+    "modules",
+    "opt_class",
+    "hparams",
+    "run_opts",
+    "checkpointer",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +100,21 @@ class RobustBrain(sb.core.Brain):
         Those of ``speechbrain.core.Brain``.
     lr_warmup_steps : int
         Optimizer steps of linear learning-rate warm-up (0: none).
+    sync_batchnorm : bool
+        Under DDP on GPUs, convert BatchNorm to SyncBatchNorm (see
+        :meth:`_wrap_distributed`).
     """
 
-    def __init__(self, *args, lr_warmup_steps=0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, *args, lr_warmup_steps=0, sync_batchnorm=False, **kwargs
+    ):
+        # Read by _wrap_distributed, which Brain.__init__ calls.
+        self.sync_batchnorm = bool(sync_batchnorm)
+        kwargs.update(zip(BRAIN_ARGUMENTS, args))
+        kwargs["run_opts"] = _resolved_run_opts(
+            kwargs.get("run_opts"), kwargs.get("hparams")
+        )
+        super().__init__(**kwargs)
         self.lr_warmup_steps = lr_warmup_steps or 0
 
     def on_fit_start(self):
@@ -120,15 +140,26 @@ class RobustBrain(sb.core.Brain):
                 logger.info("random stream of this rank seeded with %d", seed)
 
     def _wrap_distributed(self):
-        """Wraps trainable modules in DDP; on CPUs without SyncBatchNorm."""
-        if not self.distributed_launch or not str(self.device).startswith(
-            "cpu"
-        ):
+        """Wraps trainable modules in DDP, with SyncBatchNorm only if asked.
+
+        SpeechBrain converts every BatchNorm to SyncBatchNorm, which adds
+        an all-reduce to each BatchNorm layer of every forward pass. Each
+        GPU's share of a batch (tens of crops x views) gives BatchNorm
+        enough rows, so, as WeSpeaker does, the recipe keeps BatchNorm
+        local unless the brain is built with ``sync_batchnorm=True``. On
+        CPUs (gloo) SyncBatchNorm does not run at all.
+        """
+        if not self.distributed_launch:
+            return super()._wrap_distributed()
+        on_cpu = str(self.device).startswith("cpu")
+        if self.sync_batchnorm and not on_cpu:
             return super()._wrap_distributed()
         for name, module in self.modules.items():
             if any(p.requires_grad for p in module.parameters()):
                 self.modules[name] = torch.nn.parallel.DistributedDataParallel(
-                    module, find_unused_parameters=self.find_unused_parameters
+                    module,
+                    device_ids=None if on_cpu else [self.device],
+                    find_unused_parameters=self.find_unused_parameters,
                 )
 
     def on_fit_batch_start(self, batch, should_step):
@@ -380,3 +411,65 @@ class TaskBrain(RobustBrain):
     def term_sources(self):
         """The task (e.g. an auxiliary loss's terms), then every module."""
         return [self.hparams.task, *super().term_sources()]
+
+
+def training_precision(requested, device):
+    """SpeechBrain's ``--precision`` for a run, resolving ``"auto"``.
+
+    ``"auto"`` is bf16 on a CUDA device that supports it (Ampere and
+    later: the step runs in bf16 autocast, with fp32 weights and no loss
+    scaling, and the losses of this package compute their logits and
+    statistics in fp32), else fp32. CPUs stay in fp32: bf16 autocast there
+    is slower on most CPUs. Any other value is returned as given.
+
+    Arguments
+    ---------
+    requested : str
+        ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+    device : str
+        The run's device, e.g. ``"cuda:0"`` or ``"cpu"``.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> training_precision("auto", "cpu")
+    'fp32'
+    >>> training_precision("fp16", "cpu")
+    'fp16'
+    """
+    if requested != "auto":
+        return requested
+    if (
+        str(device).startswith("cuda")
+        and torch.cuda.is_available()
+        and torch.cuda.is_bf16_supported()
+    ):
+        return "bf16"
+    return "fp32"
+
+
+def _resolved_run_opts(run_opts, hparams):
+    """The run options as a dict of those given, with a ``precision`` of
+    ``"auto"`` (from them or, as SpeechBrain ranks them, the hparams)
+    resolved by :func:`training_precision`.
+
+    SpeechBrain's ``RunOptions`` holds every option, given or default; only
+    the given ones (``overridden_args``) are kept, so SpeechBrain still
+    lets the hparams set the others.
+    """
+    if run_opts is None:
+        given = {}
+    elif hasattr(run_opts, "overridden_args"):
+        given = {key: run_opts[key] for key in run_opts.overridden_args}
+    else:
+        given = dict(run_opts)
+    requested = given.get("precision", (hparams or {}).get("precision"))
+    if requested == "auto":
+        device = given.get("device") or sb.utils.distributed.infer_device()
+        if os.environ.get("LOCAL_RANK") and str(device) == "cuda":
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
+        given["precision"] = training_precision("auto", device)
+    return given

@@ -152,15 +152,33 @@ def lr_for_world_size(lr, scale_with_world_size=True):
     return lr * world_size()
 
 
+# Dimensions a gathered tensor may have: its shape travels in a fixed-size
+# tensor, so that every rank joins the same collective whatever its shape.
+MAX_GATHER_DIMS = 8
+
+
 def _gather_shapes(tensor, caller):
-    """Returns the shape of ``tensor`` on every rank, in rank order."""
+    """Returns the shape of ``tensor`` on every rank, in rank order.
+
+    The shapes travel as one small integer tensor (number of dimensions,
+    then the sizes, padded to :data:`MAX_GATHER_DIMS`): one collective and
+    one read to the host per call, where ``all_gather_object`` pickles and
+    reads twice. A rank whose tensor has another number of dimensions still
+    joins the same collective, so every rank can name the mismatch.
+    """
     if tensor.dim() == 0:
         raise ValueError(f"{caller} needs at least one dimension, got a scalar")
-    shapes = [None] * world_size()
-    # Objects, not a tensor of sizes: a rank whose tensor has another number
-    # of dimensions must get this error rather than a mismatched collective.
-    torch.distributed.all_gather_object(shapes, tuple(tensor.shape))
-    return shapes
+    if tensor.dim() > MAX_GATHER_DIMS:
+        raise ValueError(
+            f"{caller} supports at most {MAX_GATHER_DIMS} dimensions, got "
+            f"{tuple(tensor.shape)}"
+        )
+    meta = [tensor.dim(), *tensor.shape]
+    meta += [0] * (MAX_GATHER_DIMS + 1 - len(meta))
+    rows = torch.stack(
+        _all_gather(torch.tensor(meta, device=tensor.device))
+    ).tolist()
+    return [tuple(row[1 : 1 + row[0]]) for row in rows]
 
 
 def _all_gather(tensor):

@@ -359,3 +359,68 @@ def test_zero_embedding_row_has_a_finite_float16_gradient(name):
     value.backward()
     assert torch.isfinite(value)
     assert torch.isfinite(half.grad).all()
+
+
+def test_auto_precision_is_bf16_on_a_bf16_gpu_and_fp32_elsewhere(monkeypatch):
+    from speechbrain_ext.brain import training_precision
+
+    assert training_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert training_precision("auto", "cuda:0") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert training_precision("auto", "cuda:0") == "fp32"  # e.g. a V100
+    assert training_precision("fp16", "cuda:0") == "fp16"  # as asked
+
+
+def test_brain_resolves_auto_from_the_hparams_unless_given():
+    from speechbrain.utils.run_opts import RunOptions
+    from speechbrain_ext.brain import RobustBrain
+
+    def brain(run_opts, hparams):
+        return RobustBrain(
+            modules={"model": torch.nn.Linear(2, 2)},
+            hparams=hparams,
+            run_opts=run_opts,
+        )
+
+    # The recipe YAMLs' default: auto, which is fp32 on this CPU.
+    assert brain(None, {"precision": "auto"}).precision == "fp32"
+    # As parsed from a command line: precision given wins over the YAML;
+    # options not given (all others) still come from the hparams.
+    given = RunOptions.from_command_line_args(
+        ["h.yaml", "--precision=bf16", "--device=cpu"]
+    )[1]
+    made = brain(given, {"precision": "auto", "ckpt_interval_minutes": 7})
+    assert made.precision == "bf16" and made.ckpt_interval_minutes == 7
+    default = RunOptions.from_command_line_args(["h.yaml", "--device=cpu"])[1]
+    assert brain(default, {"precision": "auto"}).precision == "fp32"
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_ddp_on_gpus_keeps_batchnorm_local_unless_asked(monkeypatch, sync):
+    import speechbrain.core
+    from speechbrain_ext.brain import RobustBrain
+
+    wrapped = []
+
+    class RecordingDDP(torch.nn.Module):
+        def __init__(self, module, **options):
+            super().__init__()
+            self.module = module
+            wrapped.append(options)
+
+    monkeypatch.setattr(
+        torch.nn.parallel, "DistributedDataParallel", RecordingDDP
+    )
+    monkeypatch.setattr(speechbrain.core, "DDP", RecordingDDP)
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(2, 2, 1), torch.nn.BatchNorm1d(2)
+    )
+    brain = RobustBrain(modules={"model": model}, sync_batchnorm=sync)
+    # As torchrun on GPU 0 would leave it (no GPU is touched here).
+    brain.distributed_launch, brain.device = True, "cuda:0"
+    brain._wrap_distributed()
+    norm = brain.modules["model"].module[1]
+    assert isinstance(norm, torch.nn.SyncBatchNorm) == sync
+    assert wrapped[0]["device_ids"] == ["cuda:0"]

@@ -346,6 +346,7 @@ if __name__ == "__main__":
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
         lr_warmup_steps=hparams.get("lr_warmup_steps", 0),
+        sync_batchnorm=hparams.get("sync_batchnorm", False),
     )
     train_options = train_loader_options(hparams, train_data)
     brain.train_sampler = train_options.get("batch_sampler")
