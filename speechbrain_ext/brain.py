@@ -204,20 +204,34 @@ class RobustBrain(sb.core.Brain):
         them NaN, so every evaluation after it would score NaN. The
         buffers are put back as they were before the batch.
         """
-        buffers = [
-            (buffer, buffer.detach().clone())
-            for buffer in self.modules.buffers()
-            if buffer.is_floating_point()
-        ]
+        buffers = [b for b in self.modules.buffers() if b.is_floating_point()]
+        saved = self._buffer_backup(buffers)
         try:
             return super().fit_batch(batch)
         except NonFiniteLoss:
             self.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for buffer, saved in buffers:
-                    buffer.copy_(saved)
+            if buffers:
+                with torch.no_grad():
+                    torch._foreach_copy_(buffers, saved)
             # Keeps the running average of the finite losses unchanged.
             return torch.tensor(self.avg_train_loss)
+
+    def _buffer_backup(self, buffers):
+        """Copies ``buffers`` into tensors kept from step to step.
+
+        One fused copy per step into the same tensors, rather than a new
+        clone of every buffer (a kernel launch and an allocation each).
+        """
+        saved = getattr(self, "_saved_buffers", None)
+        if saved is None or [(s.shape, s.device) for s in saved] != [
+            (b.shape, b.device) for b in buffers
+        ]:
+            saved = [b.detach().clone() for b in buffers]
+            self._saved_buffers = saved
+        elif buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(saved, buffers)
+        return saved
 
     def check_loss_isfinite(self, loss):
         """Skips a non-finite loss; stops after too many in a row.
