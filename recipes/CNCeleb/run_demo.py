@@ -160,8 +160,8 @@ def shown_command(argv):
     return shlex.join([python, sys.argv[0], *argv])
 
 
-def main(argv=None):
-    """Runs the demo, prints the result table and writes demo.json."""
+def parse_args(argv):
+    """The demo's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output_folder", default="results/demo")
     parser.add_argument("--seed", type=int, default=1986)
@@ -173,36 +173,27 @@ def main(argv=None):
         default=None,
         help="where to write the results (default: <output_folder>/demo.json)",
     )
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    out = os.path.abspath(args.output_folder)
-    os.makedirs(out, exist_ok=True)
-    log = os.path.join(out, "demo_log.txt")
-    started = time.time()
-    # Torch's OpenMP threads spin while they wait for work by default. On a
-    # CPU shared with other jobs, a spinning thread burns the time slice its
-    # partner needs: steps ran several times slower. Passive waiting costs
-    # little on an idle machine; the recipe commands inherit it.
+    return parser.parse_args(argv)
+
+
+def quiet_openmp():
+    """Makes torch's OpenMP threads wait passively unless the user chose.
+
+    They spin while they wait for work by default. On a CPU shared with
+    other jobs, a spinning thread burns the time slice its partner needs:
+    steps ran several times slower. Passive waiting costs little on an idle
+    machine; the recipe commands inherit it.
+    """
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         print(
             "OMP_WAIT_POLICY=PASSIVE for the recipe commands (set it to override)"
         )
-    load_start = os.getloadavg()[0]
 
-    corpus = os.path.join(out, "CN-Celeb_flac")
-    print(f"Generating the demo corpus (CN-Celeb layout) in {corpus}")
-    generate_demo_corpus(corpus, seed=args.seed, **DEMO_CORPUS)
 
-    shared = {
-        **DEMO_OVERRIDES,
-        "number_of_epochs": args.epochs,
-        "seed": args.seed,
-        "data_folder": corpus,
-        "prep_folder": os.path.join(out, "prepared"),
-    }
-    python = sys.executable
-    models, step_seconds = {}, {}
+def train_systems(shared, out, log, step_seconds):
+    """Trains every system of :data:`SYSTEMS`; their export folders."""
+    models = {}
     for name, (hparams_name, extra) in SYSTEMS.items():
         overrides = {
             **shared,
@@ -212,23 +203,26 @@ def main(argv=None):
         # Relative to the recipe folder, where the commands run.
         hparams_file = os.path.join("hparams", hparams_name)
         step_seconds[f"train {name}"] = run(
-            [python, "train.py", hparams_file, *overrides_args(overrides)],
+            [
+                sys.executable,
+                "train.py",
+                hparams_file,
+                *overrides_args(overrides),
+            ],
             log,
         )
         models[name] = os.path.join(out, name, "export")
-    untrained = export_untrained(
-        os.path.join(HERE, "hparams", SYSTEMS["aam_softmax"][0]),
-        {**shared, "output_folder": os.path.join(out, "untrained")},
-        os.path.join(out, "untrained", "export"),
-    )
-    models = {"untrained": untrained, **models}
+    return models
 
+
+def verify_models(models, corpus, prep_folder, out, log, step_seconds):
+    """Runs verify.py on every model, both enrolment modes; summaries."""
     summaries = {}
     for name, model in models.items():
         verify_folder = os.path.join(out, name, "verify")
         step_seconds[f"verify {name}"] = run(
             [
-                python,
+                sys.executable,
                 "verify.py",
                 "--model",
                 model,
@@ -237,7 +231,7 @@ def main(argv=None):
                 "--data_folder",
                 corpus,
                 "--prep_folder",
-                shared["prep_folder"],
+                prep_folder,
                 "--output_folder",
                 verify_folder,
                 "--enrol_mode",
@@ -248,7 +242,11 @@ def main(argv=None):
         )
         with open(os.path.join(verify_folder, "summary.json")) as fin:
             summaries[name] = json.load(fin)
+    return summaries
 
+
+def print_results(summaries, models, out):
+    """The result table and where the models and plots are."""
     n_trials = summaries["untrained"]["results"]["concat"]["n_trials"]
     print(
         "\nDemo result (CN-Celeb-layout demo corpus, "
@@ -272,15 +270,17 @@ def main(argv=None):
         f"source='{models['aam_softmax']}')"
     )
 
-    total = time.time() - started
-    report = {
+
+def demo_report(argv, args, timing, summaries):
+    """What ``demo.json`` holds: command, machine, times, budget, results."""
+    return {
         "command": shown_command(argv),
-        "machine": describe_machine(load_start, os.getloadavg()[0]),
-        "total_seconds": round(total),
+        "machine": describe_machine(timing["load_start"], os.getloadavg()[0]),
+        "total_seconds": round(timing["total"]),
         "cpu_seconds": round(cpu_seconds()),
         # What an idle machine would take if every core were busy throughout.
         "idle_estimate_seconds": round(cpu_seconds() / (os.cpu_count() or 1)),
-        "step_seconds": {k: round(v) for k, v in step_seconds.items()},
+        "step_seconds": {k: round(v) for k, v in timing["steps"].items()},
         "budget": {
             "corpus": {**DEMO_CORPUS, "seed": args.seed},
             "shared_overrides": {
@@ -297,6 +297,45 @@ def main(argv=None):
         },
         **summaries,
     }
+
+
+def main(argv=None):
+    """Runs the demo, prints the result table and writes demo.json."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    out = os.path.abspath(args.output_folder)
+    os.makedirs(out, exist_ok=True)
+    log = os.path.join(out, "demo_log.txt")
+    started = time.time()
+    quiet_openmp()
+    load_start = os.getloadavg()[0]
+
+    corpus = os.path.join(out, "CN-Celeb_flac")
+    print(f"Generating the demo corpus (CN-Celeb layout) in {corpus}")
+    generate_demo_corpus(corpus, seed=args.seed, **DEMO_CORPUS)
+    shared = {
+        **DEMO_OVERRIDES,
+        "number_of_epochs": args.epochs,
+        "seed": args.seed,
+        "data_folder": corpus,
+        "prep_folder": os.path.join(out, "prepared"),
+    }
+    step_seconds = {}
+    models = train_systems(shared, out, log, step_seconds)
+    untrained = export_untrained(
+        os.path.join(HERE, "hparams", SYSTEMS["aam_softmax"][0]),
+        {**shared, "output_folder": os.path.join(out, "untrained")},
+        os.path.join(out, "untrained", "export"),
+    )
+    models = {"untrained": untrained, **models}
+    summaries = verify_models(
+        models, corpus, shared["prep_folder"], out, log, step_seconds
+    )
+    print_results(summaries, models, out)
+
+    total = time.time() - started
+    timing = {"load_start": load_start, "total": total, "steps": step_seconds}
+    report = demo_report(argv, args, timing, summaries)
     json_file = args.json or os.path.join(out, "demo.json")
     os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
     with open(json_file, "w") as fout:
