@@ -753,6 +753,73 @@ def report_calibration(
     return table
 
 
+def load_encoder(args, output):
+    """The encoder of ``--backend`` and the name of its embedding cache
+    (ONNX embeddings are not mixed with torch's)."""
+    if args.backend == "onnx":
+        encoder = OnnxEncoder(args.onnx_model or args.model, args.threads)
+        return encoder, "embeddings-onnx"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    encoder = EncoderClassifier.from_hparams(
+        source=os.path.abspath(args.model),
+        savedir=os.path.join(output, "model"),
+        run_opts={"device": args.device},
+    )
+    return encoder, "embeddings"
+
+
+def verify_modes(args, encoder, trials, cohort, replacements, output, cache):
+    """Scores the trials in every enrolment mode and test condition.
+
+    Returns
+    -------
+    dict
+        ``"<mode>[+<score_norm>][@<condition>]"`` -> verification result.
+    """
+    results, corruptors = {}, None
+    for mode in args.enrol_mode:
+        enrol_csv, test_csv = evaluation_sets(args.prep_folder, mode)
+        enrol_mode = mode if enrol_csv != test_csv else "utterance"
+        scoring = enrol_mode
+        if args.score_norm != "none":
+            scoring += f"+{args.score_norm}"
+        enrol_rows = read_manifest(enrol_csv, replacements)
+        test_rows = read_manifest(test_csv, replacements)
+        if corruptors is None:  # the test side is the same for every mode
+            corruptors = corruptors_by_condition(
+                args, test_rows, replacements, output
+            )
+        for condition in args.conditions:
+            result = verify_trials(
+                encoder,
+                enrol_rows,
+                test_rows,
+                trials,
+                cohort=cohort,
+                **scoring_options(args),
+                cache_folder=cache,
+                num_workers=args.num_workers,
+                test_transform=corruptors[condition.name],
+            )
+            key = (
+                scoring if condition.is_clean else f"{scoring}@{condition.name}"
+            )
+            results[key] = {
+                **result,
+                "enrol_mode": enrol_mode,
+                "score_norm": args.score_norm,
+                "test_condition": condition.name,
+                "sir_db": condition.sir_db,
+                "snr_db": condition.snr_db,
+            }
+            if args.backend != "torch":
+                results[key]["backend"] = args.backend
+        if enrol_csv == test_csv:
+            break
+    return results
+
+
 def main(argv=None):
     """Runs the verification and prints the result table."""
     args = parse_args(argv)
@@ -763,18 +830,8 @@ def main(argv=None):
         os.path.dirname(os.path.abspath(args.model)), "verify"
     )
     name = args.name or model_name(args.model)
-    embeddings = "embeddings"
-    if args.backend == "onnx":
-        encoder = OnnxEncoder(args.onnx_model or args.model, args.threads)
-        embeddings = "embeddings-onnx"  # not mixed with torch's cache
-    else:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        encoder = EncoderClassifier.from_hparams(
-            source=os.path.abspath(args.model),
-            savedir=os.path.join(output, "model"),
-            run_opts={"device": args.device},
-        )
+    encoder, embeddings = load_encoder(args, output)
+    cache = os.path.join(output, embeddings)
     replacements = {
         "data_root": args.data_folder,
         "data_root2": args.cnceleb2_folder or args.data_folder,
@@ -798,64 +855,15 @@ def main(argv=None):
     calibration = None
     if args.calibrate:
         calibration = fit_score_calibration(
-            args,
-            encoder,
-            cohort,
-            replacements,
-            os.path.join(output, embeddings),
+            args, encoder, cohort, replacements, cache
         )
         calibration.to_json(os.path.join(output, CALIBRATION_FILE))
         interfered = fit_interfered_calibrations(
-            args,
-            encoder,
-            cohort,
-            replacements,
-            output,
-            os.path.join(output, embeddings),
+            args, encoder, cohort, replacements, output, cache
         )
-    results = {}
-    corruptors = None
-    for mode in args.enrol_mode:
-        enrol_csv, test_csv = evaluation_sets(args.prep_folder, mode)
-        enrol_mode = mode if enrol_csv != test_csv else "utterance"
-        scoring = enrol_mode
-        if args.score_norm != "none":
-            scoring += f"+{args.score_norm}"
-        enrol_rows = read_manifest(enrol_csv, replacements)
-        test_rows = read_manifest(test_csv, replacements)
-        if corruptors is None:  # the test side is the same for every mode
-            corruptors = corruptors_by_condition(
-                args, test_rows, replacements, output
-            )
-        for condition in args.conditions:
-            result = verify_trials(
-                encoder,
-                enrol_rows,
-                test_rows,
-                trials,
-                cohort=cohort,
-                **scoring_options(args),
-                cache_folder=os.path.join(output, embeddings),
-                num_workers=args.num_workers,
-                test_transform=corruptors[condition.name],
-            )
-            key = (
-                scoring
-                if condition.is_clean
-                else (f"{scoring}@{condition.name}")
-            )
-            results[key] = {
-                **result,
-                "enrol_mode": enrol_mode,
-                "score_norm": args.score_norm,
-                "test_condition": condition.name,
-                "sir_db": condition.sir_db,
-                "snr_db": condition.snr_db,
-            }
-            if args.backend != "torch":
-                results[key]["backend"] = args.backend
-        if enrol_csv == test_csv:
-            break
+    results = verify_modes(
+        args, encoder, trials, cohort, replacements, output, cache
+    )
     calibrated = None
     if calibration is not None:
         os.makedirs(output, exist_ok=True)
