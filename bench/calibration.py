@@ -62,15 +62,12 @@ import numpy as np
 import torch
 
 from bench.machine import machine_info, write_report
+from bench.runs import load_export, score_trials
 from bench.stats import seed_summary
-from speechbrain.inference.speaker import EncoderClassifier
 from speechbrain_ext.data.manifest import read_manifest, split_wav_paths
 from speechbrain_ext.data.preparation import make_trials
-from speechbrain_ext.evaluation.robustness import Corruptor, parse_condition
-from speechbrain_ext.evaluation.verification import (
-    read_trial_file,
-    verify_trials,
-)
+from speechbrain_ext.evaluation.robustness import parse_condition
+from speechbrain_ext.evaluation.verification import read_trial_file
 from speechbrain_ext.scoring import (
     act_dcf,
     cllr,
@@ -185,15 +182,6 @@ def file_checksum(path):
     return f"{checksum:08x}"
 
 
-def load_encoder(export, savedir, device):
-    """The run's export, loaded as a user would (as bench/csc.py does)."""
-    return EncoderClassifier.from_hparams(
-        source=os.path.abspath(export),
-        savedir=savedir,
-        run_opts={"device": device},
-    )
-
-
 def score_seed(export, data, conditions, config, cache):
     """Per-condition cosine scores of both trial lists for one export.
 
@@ -250,26 +238,20 @@ def score_seed(export, data, conditions, config, cache):
             if os.path.isfile(path):
                 scores[side, condition] = np.load(path)
                 continue
-            if encoder is None:
-                encoder = load_encoder(
-                    export, os.path.join(cache, "model"), config["device"]
-                )
-            corruptor = None
-            if not parse_condition(condition).is_clean:
-                # Interferers are the other speakers of the same side:
-                # the test speakers never touch the calibration trials.
-                corruptor = Corruptor(
-                    condition, rows, seed=config["corruption_seed"]
-                )
-            result = verify_trials(
+            encoder = encoder or load_export(
+                None, config["device"], export, os.path.join(cache, "model")
+            )
+            # Interferers are the other speakers of the same side: the test
+            # speakers never touch the calibration trials.
+            result = score_trials(
                 encoder,
                 rows,
-                rows,
                 trials,
-                batch_size=config["batch_size"],
-                cache_folder=os.path.join(cache, "embeddings", side),
-                num_workers=config["num_workers"],
-                test_transform=corruptor,
+                os.path.join(cache, "embeddings", side),
+                config["num_workers"],
+                condition,
+                config["corruption_seed"],
+                config["batch_size"],
             )
             scores[side, condition] = np.asarray(result["scores"], float)
             np.save(path, scores[side, condition])

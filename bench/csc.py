@@ -1,40 +1,37 @@
 """Benchmark: CSC against SimCLR and supervised training, clean and interfered.
 
 On a ``<speaker>/<utt>`` corpus (the shared real-speech data ``speakers/``,
-250 speakers), prepared once as :mod:`bench.objectives` does (a
+250 speakers), prepared once by the run layer (:mod:`bench.runs`: a
 speaker-disjoint split, text-independent trials, the same noise and RIR
-banks), six systems are trained with ``recipes/CNCeleb/train.py``, same
-model, crops and batch:
-
-- ``csc`` (a): ``hparams/csc.yaml``, self-supervised for ``--ssl_epochs``
-  (no speaker label read);
-- ``simclr`` (b): ``hparams/simclr.yaml`` on the same interfered views
-  (the negative-sampling alternative), for ``--ssl_epochs``;
-- ``csc_finetune`` (c): the ``csc`` export fine-tuned with AAM-softmax
-  (``hparams/csc_finetune.yaml``) for ``--finetune_epochs``;
-- ``aam_softmax_labelled`` (d): AAM-softmax (``hparams/aam_softmax.yaml``)
-  for ``--finetune_epochs``, the labelled budget of (c);
-- ``aam_softmax_csc`` (e): AAM-softmax + CSC as an auxiliary loss
-  (``hparams/aam_softmax_csc.yaml``) for ``--ssl_epochs +
-  --finetune_epochs``;
-- ``aam_softmax`` (f): the same file with ``csc_weight=0``: AAM-softmax
-  alone on exactly the same views, model and epochs as (e).
+banks), the systems of :data:`SYSTEMS` (labelled (a)-(h) in
+:data:`LABELS`) are trained with ``recipes/CNCeleb/train.py``, same model,
+crops and batch (:func:`system_plan`): CSC (a) and SimCLR (b),
+self-supervised for ``--ssl_epochs``; (a) fine-tuned with AAM-softmax (c)
+against AAM-softmax for the same ``--finetune_epochs`` (d); and, for
+``--ssl_epochs + --finetune_epochs``, the AAM-softmax recipe (f) with CSC
+as an auxiliary loss (e) and its two ablations (e1, e2), with
+margin-mixup (h), and AAM-softmax on CSC's interfered views only (g).
 
 Each export is scored on the trials by cosine with the test side clean and
 corrupted by an interfering talker (``--conditions``, e.g. ``sir0`` is
 0 dB SIR) drawn from other test speakers, deterministically by
-``--corruption_seed`` (see :mod:`speechbrain_ext.robustness`), so every
+``--corruption_seed`` (:func:`bench.runs.condition_scores`), so every
 system is scored on the same trials and mixtures. Results are mean ± std
-over ``--seeds``; the pairs (a, b), (c, d) and (e, f) are compared per
-condition with a paired bootstrap over test speakers
-(:func:`bench.stats.paired_speaker_bootstrap`), and the validation EER of
+over ``--seeds``; the pairs of :data:`PAIRS` are compared per condition
+with a paired bootstrap over test speakers, recomputed from the per-trial
+scores file (:func:`bench.scores.recompute`), and the validation EER of
 every epoch gives the learning curves.
 
-Writes ``<out>/csc.md``, ``<out>/csc.json``, ``<out>/eer_vs_sir.png`` and
+Writes ``<out>/csc.md``, ``<out>/csc.json``, ``<out>/csc_scores.npz``,
+``<out>/csc_labelled_budget.json``, ``<out>/eer_vs_sir.png`` and
 ``<out>/learning_curves.png``. Every (system, seed) is cached with its
 configuration (training record, per-condition scores), so an interrupted
 benchmark resumes, and seeds can run in parallel processes sharing
-``--out`` once the data is prepared (``--prepare_only`` first).
+``--out`` once the data is prepared (``--prepare_only`` first, then
+``--no_report`` workers and one ``--report_only`` call).
+
+``--step_time`` prices the systems instead (:func:`step_time`): their
+training steps timed side by side on random batches.
 
 Run from the repository root::
 
@@ -42,6 +39,12 @@ Run from the repository root::
         --out results/bench/csc --prepare_only
     python -m bench.csc --data_folder <speakers> \\
         --out results/bench/csc --seeds 1 2 3
+    # bench/results/csc.json from the finished runs
+    python -m bench.csc --data_folder <speakers> \\
+        --out results/bench/csc --seeds 1 2 3 --report_only
+    # bench/results/csc_step_time.json
+    python -m bench.csc --step_time bench/results/csc_step_time.json \\
+        --rounds 20
     # smoke test (a corpus subset, a tiny model, one seed): ~ 5 min
     python -m bench.csc --data_folder <speakers> \\
         --out /tmp/csc_quick --quick --seeds 1
@@ -50,30 +53,36 @@ Run from the repository root::
 import argparse
 import json
 import os
+import random
+import tempfile
 import time
 
 import numpy as np
 import torch
 
-from bench.corpus_subset import subset_corpus
 from bench.curves import curves_table, plot_learning_curves, read_learning_curve
 from bench.machine import machine_info, write_report
-from bench.objective_runs import prepare_once, run_one
-from bench.objectives import (
-    DEFAULT as OBJECTIVES_DEFAULT,
-    trial_speakers,
+from bench.runs import (
+    BUDGET,
+    OBJECTIVES,
+    QUICK as RUNS_QUICK,
+    RUN_RECORD,
+    condition_scores,
+    is_current,
+    load_recipe_hparams,
+    prepare,
+    prepared_rows,
+    run_folder_of,
+    run_one,
+    scores_path,
+    train_overrides,
+    trial_table,
     validation_curve,
 )
-from bench.scores import save_trial_scores, score_key
+from bench.scores import recompute, save_trial_scores, score_key, summary_table
 from bench.stats import seed_summary
-from bench.verdicts import recompute, summary_table
-from speechbrain.inference.speaker import EncoderClassifier
-from speechbrain_ext.data.manifest import read_manifest
-from speechbrain_ext.evaluation.robustness import Corruptor, parse_condition
-from speechbrain_ext.evaluation.verification import (
-    read_trial_file,
-    verify_trials,
-)
+from speechbrain_ext.augment import generate_noise_bank, simulate_rirs
+from speechbrain_ext.evaluation.robustness import parse_condition
 from speechbrain_ext.scoring.plots import plot_eer_vs_sir
 
 SYSTEMS = (
@@ -120,8 +129,6 @@ ABLATIONS = {
     },
     "aam_softmax_csc_information": {"beta": 0.0},
 }
-CONDITIONS_RECORD = "bench_conditions.json"
-
 # Fixed before any run (never tuned on the trials). The data and model of
 # bench.objectives with batches of 32 crops (all 250 speakers, at most 40
 # utterances each), so that 3 seeds of the 6 systems fit in about an hour
@@ -135,27 +142,12 @@ CONDITIONS_RECORD = "bench_conditions.json"
 # validation speakers (2-epoch runs, docs/csc.md), and given to SimCLR too
 # so that the two differ in the objective only.
 DEFAULT = {
-    **{
-        key: value
-        for key, value in OBJECTIVES_DEFAULT.items()
-        if key != "epochs"
-    },
+    **{key: value for key, value in BUDGET.items() if key != "epochs"},
     "embeddings_per_view": 32,
 }
 SSL_LR = {"lr": 0.0005}
 CSC_HEAD = {"mask_channels": 64}
-QUICK = dict(
-    DEFAULT,
-    channels=[16, 16, 16, 16, 48],
-    attention_channels=16,
-    emb_dim=32,
-    embeddings_per_view=16,
-    valid_max_utterances=100,
-    n_test_speakers=6,
-    n_valid_speakers=3,
-    max_utts_per_speaker=8,
-    n_speakers=30,
-)
+QUICK = {key: value for key, value in RUNS_QUICK.items() if key != "epochs"}
 QUICK_HEAD = dict(CSC_HEAD, mask_channels=16)
 
 
@@ -222,88 +214,6 @@ def system_plan(system, seed, args, out, head=None):
         extra = dict(head, csc_weight=0.0, speaker_views=None)
         return "aam_softmax_csc", total, extra
     raise ValueError(f"unknown system {system!r}; expected one of {SYSTEMS}")
-
-
-def load_encoder(run_folder, device):
-    """The run's export, loaded as a user would."""
-    return EncoderClassifier.from_hparams(
-        source=os.path.abspath(os.path.join(run_folder, "export")),
-        savedir=os.path.join(run_folder, "verify", "model"),
-        run_opts={"device": device},
-    )
-
-
-def score_conditions(run_folder, paths, config, conditions, seed):
-    """EER/minDCF of a run's export with the test side of each condition.
-
-    Per-trial scores are kept as ``scores_<condition>.npy`` for the paired
-    tests; finished conditions are read back, not redone.
-
-    Arguments
-    ---------
-    run_folder : str
-        Holds ``export/``; records go to ``bench_conditions.json``.
-    paths : dict
-        ``corpus`` and ``prep_folder``.
-    config : dict
-        ``device`` and ``num_workers``.
-    conditions : list of str
-        Condition names (``clean``, ``sir0``...).
-    seed : int
-        Corruption seed: the same interferers for every system.
-
-    Returns
-    -------
-    dict
-        Condition -> ``{"EER" (%), "minDCF"}``.
-    """
-    record_path = os.path.join(run_folder, CONDITIONS_RECORD)
-    done = {}
-    if os.path.isfile(record_path):
-        with open(record_path, encoding="utf-8") as fin:
-            done = json.load(fin)
-    missing = [
-        name
-        for name in conditions
-        if name not in done or not os.path.isfile(scores_path(run_folder, name))
-    ]
-    if not missing:
-        return done
-    encoder = load_encoder(run_folder, config["device"])
-    rows = read_manifest(
-        os.path.join(paths["prep_folder"], "eval.csv"),
-        {"data_root": paths["corpus"]},
-    )
-    trials = read_trial_file(os.path.join(paths["prep_folder"], "trials.csv"))
-    for name in missing:
-        condition = parse_condition(name)
-        corruptor = None
-        if not condition.is_clean:
-            corruptor = Corruptor(condition, rows, seed=seed)
-        result = verify_trials(
-            encoder,
-            rows,
-            rows,
-            trials,
-            batch_size=64,
-            cache_folder=os.path.join(run_folder, "verify", "embeddings"),
-            num_workers=config["num_workers"],
-            test_transform=corruptor,
-        )
-        np.save(
-            scores_path(run_folder, name),
-            np.asarray(result["scores"], dtype=np.float32),
-        )
-        done[name] = {"EER": 100 * result["EER"], "minDCF": result["minDCF"]}
-        print(f"  {name}: EER {done[name]['EER']:.2f}%", flush=True)
-        with open(record_path, "w", encoding="utf-8") as fout:
-            json.dump(done, fout, indent=2)
-    return done
-
-
-def scores_path(run_folder, condition):
-    """Where a run keeps its per-trial scores of one condition."""
-    return os.path.join(run_folder, f"scores_{condition}.npy")
 
 
 def finished_runs(records):
@@ -395,15 +305,6 @@ def write_scores(path, records, prep_folder):
     prep_folder : str
         Holds ``eval.csv`` and ``trials.csv``.
     """
-    labels, enrol_speakers, test_speakers = trial_speakers(prep_folder)
-    trial_list = read_trial_file(os.path.join(prep_folder, "trials.csv"))
-    trials = {
-        "enrol": [enrol for enrol, _, _ in trial_list],
-        "test": [test for _, test, _ in trial_list],
-        "label": labels,
-        "enrol_speaker": enrol_speakers,
-        "test_speaker": test_speakers,
-    }
     scores = {
         score_key(record["system"], record["seed"], condition): np.load(
             scores_path(record["run_folder"], condition)
@@ -411,7 +312,7 @@ def write_scores(path, records, prep_folder):
         for record in records
         for condition in record["conditions"]
     }
-    save_trial_scores(path, trials, scores)
+    save_trial_scores(path, trial_table(prep_folder), scores)
 
 
 def seconds_per_step(records, prep_folder, batch_size):
@@ -421,10 +322,7 @@ def seconds_per_step(records, prep_folder, batch_size):
     ``len(train.csv) // batch_size`` (``drop_last``), averaged over the
     epochs of a run.
     """
-    n_train = len(
-        read_manifest(os.path.join(prep_folder, "train.csv"), {"data_root": ""})
-    )
-    steps = max(n_train // batch_size, 1)
+    steps = max(len(prepared_rows(prep_folder, "train")) // batch_size, 1)
     per_system = {}
     for record in records:
         epochs = record.get("epoch_seconds") or []
@@ -485,8 +383,14 @@ def write_labelled_budget(report, path):
 
 def parse_args(argv=None):
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data_folder", required=True)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Run from the repository root::")[1],
+    )
+    parser.add_argument(
+        "--data_folder", help="the corpus (not needed by --step_time)"
+    )
     parser.add_argument("--out", default="results/bench/csc")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument(
@@ -531,26 +435,48 @@ def parse_args(argv=None):
         help="report the finished runs among --systems x --seeds, "
         "training nothing (the others are listed as missing)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--step_time",
+        metavar="JSON",
+        help="only time training steps of STEP_TIME_SYSTEMS side by side "
+        "on random batches (first of --seeds), and write this file",
+    )
+    parser.add_argument("--rounds", type=int, default=20, help="--step_time")
+    parser.add_argument("--warmup", type=int, default=2, help="--step_time")
+    args = parser.parse_args(argv)
+    if args.data_folder is None and args.step_time is None:
+        parser.error("--data_folder is required without --step_time")
+    return args
 
 
-def prepare(args, config, out):
-    """The (subset) corpus and the prepared data every run shares."""
-    corpus = os.path.abspath(args.data_folder)
-    if config["max_utts_per_speaker"] or config["n_speakers"]:
-        corpus = subset_corpus(
-            corpus,
-            os.path.join(out, "corpus"),
-            config["n_speakers"],
-            config["max_utts_per_speaker"],
-        )
-    prep_folder = os.path.join(out, "prepared")
-    return {
-        "out": out,
-        "corpus": corpus,
-        "prep_folder": prep_folder,
-        **prepare_once(corpus, prep_folder, config),
-    }
+def run_plan(system, seed, args, config, paths, head):
+    """The objective, overrides and budget of one (system, seed).
+
+    Returns
+    -------
+    tuple
+        ``(objective, extra overrides, budget with the system's epochs,
+        train.py overrides)``.
+    """
+    objective, epochs, extra = system_plan(
+        system, seed, args, paths["out"], head
+    )
+    config = dict(config, epochs=epochs)
+    run_folder = run_folder_of(paths, system, seed)
+    overrides = train_overrides(
+        objective, extra, config, seed, dict(paths, output_folder=run_folder)
+    )
+    return objective, extra, config, overrides
+
+
+def is_finished(run_folder, overrides, conditions):
+    """Whether a run of these overrides is trained and scored in every
+    condition."""
+    return (
+        os.path.isfile(os.path.join(run_folder, RUN_RECORD))
+        and is_current(run_folder, overrides)
+        and all(os.path.isfile(scores_path(run_folder, c)) for c in conditions)
+    )
 
 
 def main(argv=None):
@@ -559,6 +485,8 @@ def main(argv=None):
     start = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.step_time:
+        return step_time(args, argv)
     base, head = (QUICK, QUICK_HEAD) if args.quick else (DEFAULT, CSC_HEAD)
     config = dict(
         base,
@@ -568,32 +496,28 @@ def main(argv=None):
     )
     if args.channels:
         config["channels"] = args.channels
-    out = os.path.abspath(args.out)
-    paths = prepare(args, config, out)
+    paths = prepare(
+        args.data_folder, os.path.abspath(args.out), config, "corpus"
+    )
     if args.prepare_only:
         return
     records, missing = [], []
     for seed in args.seeds:
         for system in args.systems:
-            run_folder = os.path.join(out, "runs", system, str(seed))
-            if args.report_only and not is_finished(run_folder, args):
+            run_folder = run_folder_of(paths, system, seed)
+            objective, extra, run_config, overrides = run_plan(
+                system, seed, args, config, paths, head
+            )
+            if args.report_only and not is_finished(
+                run_folder, overrides, args.conditions
+            ):
                 missing.append(f"{system}/{seed}")
                 continue
-            objective, epochs, extra = system_plan(
-                system, seed, args, out, head
-            )
-            run = run_one(
-                system,
-                objective,
-                extra,
-                seed,
-                dict(config, epochs=epochs),
-                paths,
-            )
+            run = run_one(system, objective, extra, seed, run_config, paths)
             print(
                 f"[{system} seed {seed}] scoring {args.conditions}", flush=True
             )
-            run["conditions"] = score_conditions(
+            run["conditions"] = condition_scores(
                 run_folder, paths, config, args.conditions, args.corruption_seed
             )
             run["system"] = system
@@ -604,16 +528,6 @@ def main(argv=None):
     if missing:
         print(f"not finished, left out: {', '.join(missing)}", flush=True)
     report_benchmark(args, config, head, paths, records, start, argv, missing)
-
-
-def is_finished(run_folder, args):
-    """Whether a run is trained, exported and scored in every condition."""
-    if not os.path.isfile(os.path.join(run_folder, "bench_run.json")):
-        return False
-    return all(
-        os.path.isfile(scores_path(run_folder, name))
-        for name in args.conditions
-    )
 
 
 def report_benchmark(
@@ -673,6 +587,136 @@ def report_benchmark(
             fout.write(f"- {result['text']} [{name.split('@')[1]}]\n")
         fout.write("\nValidation EER (%) per epoch:\n\n")
         fout.write(report["curves_table"] + "\n")
+
+
+# The systems whose training steps --step_time times side by side.
+STEP_TIME_SYSTEMS = (
+    "aam_softmax",
+    "aam_softmax_mixup",
+    "aam_softmax_csc",
+    "csc",
+    "simclr",
+)
+
+
+def step_time_system(system, args, folder):
+    """A system built from its YAML with the benchmark's overrides.
+
+    Nothing is read from a corpus (batches are random), so the classifier
+    is sized for the benchmark's 200 training speakers.
+
+    Returns
+    -------
+    tuple
+        ``(hparams, modules, optimizer)``.
+    """
+    paths = {
+        "out": folder,
+        "corpus": "unused",
+        "prep_folder": folder,
+        "noise_csv": os.path.join(folder, "noise", "noise_bank.csv"),
+        "rir_csv": os.path.join(folder, "rirs", "rirs.csv"),
+    }
+    objective, _, _, overrides = run_plan(
+        system, 1, args, DEFAULT, paths, CSC_HEAD
+    )
+    overrides["n_train_speakers"] = 200
+    hparams = load_recipe_hparams(
+        OBJECTIVES[objective][0], overrides, optional=tuple(overrides)
+    )
+    modules = torch.nn.ModuleDict(hparams["modules"])
+    return hparams, modules, hparams["opt_class"](modules.parameters())
+
+
+def training_step(hparams, modules, optimizer, wavs, labels):
+    """One training step as TaskBrain runs it; returns its seconds."""
+    task = hparams["task"]
+    start = time.perf_counter()
+    outputs = task.forward(modules, wavs, torch.ones(len(wavs)))
+    loss = task.loss(
+        modules, outputs, labels if task.needs_speaker_labels else None
+    )
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    task.on_optimizer_step(modules)
+    return time.perf_counter() - start
+
+
+def step_time(args, argv=None):
+    """Seconds per training step of :data:`STEP_TIME_SYSTEMS`, in turns.
+
+    The epoch times of the benchmark's runs come from runs made at
+    different machine loads, so they cannot price one system against
+    another. Here each system is built with the benchmark's model and
+    batch, and full training steps (views, forward, backward, optimizer
+    step) on random batches are timed in turns: round r times one step of
+    every system in a fresh random order, so a change of load touches every
+    system alike. Reports the median, min and max over the rounds and the
+    ratio of each median to the AAM-softmax recipe's.
+    """
+    torch.manual_seed(args.seeds[0])
+    order = random.Random(args.seeds[0])
+    batch = DEFAULT["embeddings_per_view"]
+    crop = int(DEFAULT["sentence_len"] * 16000)
+    with tempfile.TemporaryDirectory() as folder:
+        generate_noise_bank(os.path.join(folder, "noise"), n_files=8)
+        simulate_rirs(os.path.join(folder, "rirs"), n_rirs=8)
+        built = {
+            name: step_time_system(name, args, folder)
+            for name in STEP_TIME_SYSTEMS
+        }
+        times = {name: [] for name in built}
+        for round_index in range(args.warmup + args.rounds):
+            names = list(built)
+            order.shuffle(names)
+            for name in names:
+                wavs = 0.1 * torch.randn(batch, crop)
+                labels = torch.randint(0, 8, (batch,))
+                seconds = training_step(*built[name], wavs, labels)
+                if round_index >= args.warmup:
+                    times[name].append(seconds)
+    reference = float(np.median(times["aam_softmax"]))
+    summary = {
+        name: {
+            "median": float(np.median(values)),
+            "min": float(np.min(values)),
+            "max": float(np.max(values)),
+            "n": len(values),
+            "ratio_to_aam_softmax": float(np.median(values)) / reference,
+        }
+        for name, values in times.items()
+    }
+    report = {
+        "config": {
+            "budget": DEFAULT,
+            "csc_head": CSC_HEAD,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "threads": args.threads,
+            "seed": args.seeds[0],
+        },
+        "machine": machine_info("cpu"),
+        "load_average_after": os.getloadavg(),
+        "summary": summary,
+    }
+    return write_report(
+        report, step_time_table, args.step_time, "bench.csc", argv
+    )
+
+
+def step_time_table(report):
+    """Markdown: seconds per step, median [min-max], and the ratio."""
+    lines = [
+        "| system | s/step median [min-max] | x AAM-softmax recipe |",
+        "|---|---|---|",
+    ]
+    for name, row in report["summary"].items():
+        lines.append(
+            f"| {name} | {row['median']:.3f} [{row['min']:.3f}-"
+            f"{row['max']:.3f}] | {row['ratio_to_aam_softmax']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

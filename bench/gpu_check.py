@@ -44,13 +44,15 @@ import threading
 import time
 
 from bench.machine import machine_info, write_report
-from bench.objective_runs import (
+from bench.runs import (
     OBJECTIVES,
-    prepare_once,
+    RECIPE_MODEL,
+    SMOKE_MODEL,
+    prepare,
+    prepared_rows,
     run_training,
     train_overrides,
 )
-from speechbrain_ext.data.manifest import read_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Python 3.12 wheels the device machine lacks (it has torch and torchaudio).
@@ -78,11 +80,8 @@ CUDA_TESTS = (
 # The recipe's model and crop; a batch of 128 keeps an epoch of the small
 # corpus to a few dozen steps.
 BUDGET = {
+    **RECIPE_MODEL,
     "epochs": 2,
-    "channels": [512, 512, 512, 512, 1536],
-    "attention_channels": 128,
-    "emb_dim": 192,
-    "sentence_len": 2.0,
     "embeddings_per_view": 128,
     "n_utts_per_speaker": 2,
     "lr": 0.002,
@@ -306,12 +305,7 @@ def train_one(system, precision, config, paths, device):
         )
     finally:
         sampler.stop()
-    n_train = len(
-        read_manifest(
-            os.path.join(paths["prep_folder"], "train.csv"),
-            {"data_root": paths["corpus"]},
-        )
-    )
+    n_train = len(prepared_rows(paths["prep_folder"], "train"))
     epochs = timing["epoch_seconds"]
     return {
         "system": system,
@@ -406,10 +400,7 @@ def main(argv=None):
     config = dict(BUDGET, epochs=args.epochs, device=args.device)
     if args.quick:
         config.update(
-            channels=[16, 16, 16, 16, 48],
-            attention_channels=8,
-            emb_dim=16,
-            sentence_len=0.5,
+            SMOKE_MODEL,
             embeddings_per_view=8,
             n_test_speakers=2,
             n_valid_speakers=2,
@@ -417,12 +408,7 @@ def main(argv=None):
             valid_max_utterances=20,
         )
     out = os.path.dirname(os.path.abspath(args.out))
-    paths = {
-        "out": out,
-        "corpus": os.path.abspath(args.data_folder),
-        "prep_folder": os.path.join(out, "prepared"),
-    }
-    paths.update(prepare_once(paths["corpus"], paths["prep_folder"], config))
+    paths = prepare(args.data_folder, out, config)
     runs = []
     for precision in args.precisions:
         for system in args.systems:

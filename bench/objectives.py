@@ -24,9 +24,10 @@ per view and batch:
 
 The four others use 2 views and Adam, ``lr`` -> ``lr_final``.
 
-Each exported model (the checkpoint with the best validation EER) is scored
-on the trials by cosine with :func:`speechbrain_ext.verification.verify_trials`
-and its per-trial scores are kept (``scores.npy`` in the run folder). The
+The runs are trained, cached and scored by the run layer, :mod:`bench.runs`:
+each exported model (the checkpoint with the best validation EER) is scored
+on the trials by cosine (:func:`bench.runs.score_run`) and its per-trial
+scores are kept (``scores.npy`` in the run folder). The
 report gives, per system, EER and minDCF (p_target 0.01) as mean ± std
 [min-max] over seeds, the best validation EER, the training time per
 epoch, and a paired bootstrap over the test speakers against
@@ -96,89 +97,40 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
 import torch
 import yaml
 
-from bench.corpus_subset import subset_corpus
-from bench.curves import (
-    curve_points,
-    curves_table,
-    plot_learning_curves,
-    read_learning_curve,
-)
-from bench.machine import machine_info
-from bench.objective_runs import (
+from bench.curves import curves_table, plot_learning_curves
+from bench.machine import machine_info, write_report
+from bench.resemblyzer_encoder import ResemblyzerEncoder
+from bench.runs import (
+    BUDGET,
     OBJECTIVES,
-    RUN_RECORD,
-    prepare_once,
+    QUICK,
+    best_validation_eer,
+    prepare,
     prepare_options,
+    prepared_rows,
+    run_folder_of,
     run_one,
-    score_resemblyzer,
-    train_overrides,
+    score_metrics,
+    score_trials,
+    trial_scores,
+    trial_table,
+    validation_curve,
 )
 from bench.scores import save_trial_scores
-from bench.stats import (
-    format_spread,
-    format_verdict,
-    paired_speaker_bootstrap,
-    seed_summary,
-)
-from speechbrain.inference.speaker import EncoderClassifier
-from speechbrain_ext.data.manifest import read_manifest
-from speechbrain_ext.evaluation.verification import (
-    read_trial_file,
-    verify_trials,
-)
+from bench.stats import format_spread, paired_tests, seed_summary
+from speechbrain_ext.evaluation.verification import read_trial_file
 
 # The self-supervised objectives have their own benchmark, bench/csc.py.
 SUPERVISED = ("aam_softmax", "supcon", "aamsupcon", "hybrid", "authors")
 # Every other system is tested against this one.
 BASELINE = "aam_softmax"
-
-# The budget (see the module docstring for its CPU time). 40 utterances per
-# speaker keep the 48 speakers with 200 short words from outweighing the
-# 202 others; P = 64 speakers per batch (of the ~200 training speakers)
-# still gives every speaker a place in most batches of an epoch.
-DEFAULT = {
-    "epochs": 8,
-    "channels": [64, 64, 64, 64, 192],
-    "attention_channels": 64,
-    "emb_dim": 192,
-    "sentence_len": 1.0,
-    "embeddings_per_view": 128,
-    "n_utts_per_speaker": 2,
-    "lr": 0.002,
-    "lr_final": 0.0002,
-    "valid_max_utterances": 400,
-    "n_test_speakers": 40,
-    "n_valid_speakers": 10,
-    "max_utts_per_speaker": 40,
-    "n_speakers": None,
-    "test_fold": None,
-    "device": "cpu",
-    "num_workers": 1,
-    "threads": 1,
-}
-# Smoke test: a subset of the corpus, a tiny model, two epochs.
-QUICK = dict(
-    DEFAULT,
-    epochs=2,
-    channels=[32, 32, 32, 32, 96],
-    attention_channels=32,
-    emb_dim=64,
-    sentence_len=0.5,
-    embeddings_per_view=16,
-    valid_max_utterances=100,
-    n_test_speakers=4,
-    n_valid_speakers=2,
-    max_utts_per_speaker=16,
-    n_speakers=16,
-)
-# Budget keys that can be set from the command line.
+# Budget keys (bench.runs.BUDGET) that can be set from the command line.
 BUDGET_OPTIONS = (
     "epochs",
     "channels",
@@ -192,14 +144,9 @@ BUDGET_OPTIONS = (
     "n_valid_speakers",
     "test_fold",
 )
-
-SCORES_FILE = "scores.npy"
 # Every run's per-trial scores, the trial list once (bench.scores).
 TRIAL_SCORES_NPZ = "objectives_scores.npz"
-REQUEST_FILE = "bench_request.json"
 CURVES_PNG = "objectives_curves.png"
-# Overrides that do not change what a run computes.
-NOT_COMPARED = ("num_workers",)
 
 
 def parse_variant(text):
@@ -243,98 +190,10 @@ def parse_variant(text):
     return name, objective, overrides
 
 
-def _comparable(overrides):
-    """Overrides as JSON values, without those that change no result."""
-    overrides = json.loads(json.dumps(overrides))
-    for key in NOT_COMPARED:
-        overrides.pop(key, None)
-    return overrides
-
-
-def cached_overrides(run_folder):
-    """The overrides a cached run was (or is being) trained with.
-
-    Arguments
-    ---------
-    run_folder : str
-        The run's folder.
-
-    Returns
-    -------
-    dict or None or str
-        The overrides of its record (finished run) or of its request
-        (started run); None if the folder is absent or empty; ``"unknown"``
-        if it holds files but neither (a run of an older benchmark).
-    """
-    for name, key in ((RUN_RECORD, "overrides"), (REQUEST_FILE, None)):
-        path = os.path.join(run_folder, name)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as fin:
-                content = json.load(fin)
-            return content[key] if key else content
-    if os.path.isdir(run_folder) and os.listdir(run_folder):
-        return "unknown"
-    return None
-
-
-def ensure_current(run_folder, overrides):
-    """Keeps a cached run only if it was trained with ``overrides``.
-
-    A run whose recorded overrides differ (``num_workers`` aside), or
-    whose overrides are unknown, is moved to ``<run_folder>.stale-<time>``
-    so that it is trained again rather than silently reused. The requested
-    overrides are then written to ``bench_request.json`` in the run folder,
-    so an interrupted run is recognised too.
-
-    Arguments
-    ---------
-    run_folder : str
-        The run's folder.
-    overrides : dict
-        The train.py overrides requested for it.
-
-    Returns
-    -------
-    str or None
-        Where a stale run was moved, or None.
-
-    Example
-    -------
-    >>> folder = str(getfixture("tmp_path") / "run")
-    >>> ensure_current(folder, {"lr": 0.1, "num_workers": 1}) is None
-    True
-    >>> ensure_current(folder, {"lr": 0.1, "num_workers": 4}) is None
-    True
-    >>> moved = ensure_current(folder, {"lr": 0.2})
-    >>> os.path.basename(moved).startswith("run.stale-")
-    True
-    >>> cached_overrides(folder)
-    {'lr': 0.2}
-    """
-    wanted = _comparable(overrides)
-    found = cached_overrides(run_folder)
-    moved = None
-    if found is not None and (
-        found == "unknown" or _comparable(found) != wanted
-    ):
-        moved = f"{run_folder}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
-        suffix = 0
-        while os.path.exists(moved + (f"-{suffix}" if suffix else "")):
-            suffix += 1
-        moved += f"-{suffix}" if suffix else ""
-        os.replace(run_folder, moved)
-    os.makedirs(run_folder, exist_ok=True)
-    request = os.path.join(run_folder, REQUEST_FILE)
-    if not os.path.isfile(request):
-        with open(request, "w", encoding="utf-8") as fout:
-            json.dump(json.loads(json.dumps(overrides)), fout, indent=2)
-    return moved
-
-
 def forget_stale_reference(out, corpus, config):
     """Removes the cached Resemblyzer score if the trials have changed.
 
-    :func:`bench.objective_runs.score_resemblyzer` keeps its result in
+    :func:`score_resemblyzer` keeps its result in
     ``<out>/resemblyzer.json``; it is kept only while the corpus and the
     preparation options it was scored with (``resemblyzer_request.json``)
     stay the same.
@@ -346,7 +205,7 @@ def forget_stale_reference(out, corpus, config):
     corpus : str
         The corpus the trials come from.
     config : dict
-        The budget (for :func:`bench.objective_runs.prepare_options`).
+        The budget (for :func:`bench.runs.prepare_options`).
 
     Returns
     -------
@@ -380,164 +239,41 @@ def forget_stale_reference(out, corpus, config):
     return stale
 
 
-def trial_speakers(prep_folder):
-    """Labels and enrolment/test speakers of the prepared trials.
+def score_resemblyzer(paths, config):
+    """Scores the pretrained Resemblyzer encoder once (cached).
 
     Arguments
     ---------
-    prep_folder : str
-        Holds ``eval.csv`` (``ID``, ``spk_id``) and ``trials.csv``.
-
-    Returns
-    -------
-    labels : numpy.ndarray
-        bool, True for target trials, in the trial file's order.
-    enrol_speakers : numpy.ndarray
-        The speaker of each trial's enrolment utterance.
-    test_speakers : numpy.ndarray
-        The speaker of each trial's test utterance.
-    """
-    rows = read_manifest(
-        os.path.join(prep_folder, "eval.csv"), {"data_root": ""}
-    )
-    speaker = {row["ID"]: row["spk_id"] for row in rows}
-    trials = read_trial_file(os.path.join(prep_folder, "trials.csv"))
-    labels = np.array([int(label) == 1 for _, _, label in trials])
-    enrol = np.array([speaker[enrol_id] for enrol_id, _, _ in trials])
-    test = np.array([speaker[test_id] for _, test_id, _ in trials])
-    return labels, enrol, test
-
-
-def trial_list(prep_folder, labels, enrol, test):
-    """The trial fields :func:`bench.scores.save_trial_scores` keeps.
-
-    Arguments
-    ---------
-    prep_folder : str
-        Holds ``trials.csv``.
-    labels, enrol, test : numpy.ndarray
-        From :func:`trial_speakers`.
-
-    Returns
-    -------
-    dict
-        ``enrol``, ``test`` (utterance ids), ``label``, ``enrol_speaker``
-        and ``test_speaker``.
-    """
-    trials = read_trial_file(os.path.join(prep_folder, "trials.csv"))
-    return {
-        "enrol": [enrol_id for enrol_id, _, _ in trials],
-        "test": [test_id for _, test_id, _ in trials],
-        "label": labels,
-        "enrol_speaker": enrol,
-        "test_speaker": test,
-    }
-
-
-def trial_scores(run_folder, record, paths, config):
-    """The per-trial scores of a run's export, computed once and kept.
-
-    Scoring in :func:`bench.objective_runs.run_one` caches the embeddings
-    in ``<run>/verify/embeddings``, so this only reloads them and scores
-    the trials again; the scores go to ``<run>/scores.npy``.
-
-    Arguments
-    ---------
-    run_folder : str
-        The run's folder (with ``export``).
-    record : dict
-        The run's record; its ``EER`` must match the scores'.
     paths : dict
-        ``prep_folder`` and ``corpus``.
+        ``out``, ``corpus`` and ``prep_folder``.
     config : dict
         ``device`` and ``num_workers``.
 
     Returns
     -------
-    numpy.ndarray
-        One cosine score per trial of ``trials.csv``, in its order.
-
-    Raises
-    ------
-    RuntimeError
-        If the scores do not give the record's EER (a stale record).
+    dict
+        As :func:`bench.runs.score_metrics`, with ``name`` and
+        ``scoring_seconds``.
     """
-    path = os.path.join(run_folder, SCORES_FILE)
-    if os.path.isfile(path):
-        return np.load(path)
-    encoder = EncoderClassifier.from_hparams(
-        source=os.path.abspath(os.path.join(run_folder, "export")),
-        savedir=os.path.join(run_folder, "verify", "model"),
-        run_opts={"device": config["device"]},
+    record_path = os.path.join(paths["out"], "resemblyzer.json")
+    if os.path.isfile(record_path):
+        with open(record_path, encoding="utf-8") as fin:
+            return json.load(fin)
+    print("[resemblyzer] scoring the pretrained encoder", flush=True)
+    start = time.time()
+    result = score_trials(
+        ResemblyzerEncoder(config["device"]),
+        prepared_rows(paths["prep_folder"], "eval", paths["corpus"]),
+        read_trial_file(os.path.join(paths["prep_folder"], "trials.csv")),
+        os.path.join(paths["out"], "resemblyzer_embeddings"),
+        config["num_workers"],
     )
-    rows = read_manifest(
-        os.path.join(paths["prep_folder"], "eval.csv"),
-        {"data_root": paths["corpus"]},
-    )
-    trials = read_trial_file(os.path.join(paths["prep_folder"], "trials.csv"))
-    result = verify_trials(
-        encoder,
-        rows,
-        rows,
-        trials,
-        batch_size=64,
-        cache_folder=os.path.join(run_folder, "verify", "embeddings"),
-        num_workers=config["num_workers"],
-    )
-    if abs(100 * result["EER"] - record["EER"]) > 1e-3:
-        raise RuntimeError(
-            f"{run_folder}: the trial scores give EER "
-            f"{100 * result['EER']:.3f}%, its record {record['EER']:.3f}%; "
-            "remove the run folder to train and score it again"
-        )
-    partial = path + ".partial.npy"
-    np.save(partial, np.asarray(result["scores"], dtype=np.float64))
-    os.replace(partial, path)
-    return np.load(path)
-
-
-def validation_curve(run_folder):
-    """``[(epoch, validation EER), ...]`` of a run, from its train log.
-
-    Arguments
-    ---------
-    run_folder : str
-        The run's folder, holding ``train_log.txt``.
-
-    Returns
-    -------
-    list of tuple
-        One point per validated epoch; empty without a log.
-    """
-    path = os.path.join(run_folder, "train_log.txt")
-    if not os.path.isfile(path):
-        print(f"[{run_folder}] no train_log.txt: no learning curve", flush=True)
-        return []
-    return curve_points(read_learning_curve(path))
-
-
-def best_validation_eer(curve):
-    """The lowest finite validation EER of a curve (NaN if none).
-
-    Arguments
-    ---------
-    curve : list of tuple
-        ``(epoch, EER)`` points.
-
-    Returns
-    -------
-    float
-        The checkpoint-selection criterion of the run.
-
-    Example
-    -------
-    >>> best_validation_eer([(1, 30.0), (2, float("nan")), (3, 21.5)])
-    21.5
-    >>> math.isnan(best_validation_eer([]))
-    True
-    """
-    finite = [eer for _, eer in curve if math.isfinite(eer)]
-    return min(finite) if finite else float("nan")
+    record = score_metrics(result)
+    record["name"] = "resemblyzer (pretrained)"
+    record["scoring_seconds"] = time.time() - start
+    with open(record_path, "w", encoding="utf-8") as fout:
+        json.dump(record, fout, indent=2)
+    return record
 
 
 def summarize_runs(records):
@@ -623,9 +359,9 @@ def paired_against(
     Returns
     -------
     dict
-        Name -> :func:`bench.stats.paired_speaker_bootstrap` result on the
-        seeds the two systems share (``seeds``), with ``text``
-        (:func:`bench.stats.format_verdict`); empty without the baseline.
+        Name -> :func:`bench.stats.paired_tests` result on the seeds the
+        two systems share (``seeds``), with ``text``; empty without the
+        baseline.
 
     Example
     -------
@@ -644,32 +380,15 @@ def paired_against(
     >>> result["verdict"], result["seeds"]
     ('better', [1, 2])
     """
-    if baseline not in scores:
-        return {}
-    results = {}
-    for name, by_seed in scores.items():
-        if name == baseline:
-            continue
-        seeds = sorted(set(by_seed) & set(scores[baseline]))
-        if not seeds:
-            continue
-        result = paired_speaker_bootstrap(
-            np.stack([by_seed[s] for s in seeds]),
-            np.stack([scores[baseline][s] for s in seeds]),
-            labels,
-            enrol,
-            test,
-            n_resamples=n_resamples,
-            seed=0,
-        )
-        result = {
-            key: (value.item() if isinstance(value, np.generic) else value)
-            for key, value in result.items()
-        }
-        result["seeds"] = seeds
-        result["text"] = format_verdict(result, name, baseline)
-        results[name] = result
-    return results
+    tests = paired_tests(
+        {name: {"clean": by_seed} for name, by_seed in scores.items()},
+        [(name, baseline) for name in scores if name != baseline],
+        labels,
+        enrol,
+        test,
+        n_resamples,
+    )
+    return {name: result for (name, _, _), result in tests.items()}
 
 
 def select_by_validation(records, variants):
@@ -680,7 +399,7 @@ def select_by_validation(records, variants):
     records : list of dict
         Run records with ``name``, ``seed`` and ``best_valid_EER``.
     variants : list of tuple
-        ``(name, objective, overrides)`` of every system run.
+        ``(name, objective, overrides, ...)`` of every system run.
 
     Returns
     -------
@@ -708,7 +427,7 @@ def select_by_validation(records, variants):
         if eer is not None and math.isfinite(eer):
             valid.setdefault(record["name"], {})[record["seed"]] = eer
     groups = {}
-    for name, objective, _ in variants:
+    for name, objective, *_ in variants:
         if name in valid:
             groups.setdefault(objective, []).append(name)
     selection = {}
@@ -807,7 +526,7 @@ def markdown_report(
     table : str
         Output of :func:`markdown_table`.
     config : dict
-        The budget (see :data:`DEFAULT`).
+        The budget (see :data:`bench.runs.BUDGET`).
     seeds : list of int
         Seeds of the runs.
     records : list of dict
@@ -1033,7 +752,7 @@ def build_config(args):
     >>> config["max_utts_per_speaker"], config["embeddings_per_view"]
     (40, 128)
     """
-    config = dict(QUICK if args.quick else DEFAULT)
+    config = dict(QUICK if args.quick else BUDGET)
     for key in BUDGET_OPTIONS:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
@@ -1046,85 +765,39 @@ def build_config(args):
     return config
 
 
-def corpus_folder(data_folder, out, config):
-    """The corpus the runs read: the data, or a linked subset of it.
-
-    A subset lives in a folder named after its size, so another cap never
-    mixes with the links of an earlier one.
+def run_variants(variants, seeds, variant_seeds, config, paths):
+    """Trains and scores every (variant, seed), reading its curve.
 
     Arguments
     ---------
-    data_folder : str
-        The ``<speaker>/<utt>`` corpus.
-    out : str
-        The benchmark folder.
+    variants : list of tuple
+        ``(name, objective, overrides, is_variant)``; a variant (a sweep
+        entry) runs only with ``variant_seeds``.
+    seeds : list of int
+        The seeds of the systems.
+    variant_seeds : list of int
+        The seeds of the variants.
     config : dict
-        ``n_speakers`` and ``max_utts_per_speaker`` (None: all).
+        The budget (see :func:`build_config`).
+    paths : dict
+        From :func:`bench.runs.prepare`.
 
     Returns
     -------
-    str
-        Absolute path of the corpus.
+    records : list of dict
+        Run records with ``valid_curve`` and ``best_valid_EER``.
+    scores : dict
+        Name -> seed -> per-trial scores.
+    curves : dict
+        Name -> seed -> ``[(epoch, validation EER), ...]``.
     """
-    corpus = os.path.abspath(data_folder)
-    n_speakers, cap = config["n_speakers"], config["max_utts_per_speaker"]
-    if not (n_speakers or cap):
-        return corpus
-    name = f"corpus_{n_speakers or 'all'}spk_{cap or 'all'}utt"
-    return subset_corpus(corpus, os.path.join(out, name), n_speakers, cap)
-
-
-def main(argv=None):
-    """Runs the benchmark, prints the table, writes markdown and JSON."""
-    args = parse_args(argv)
-    config = build_config(args)
-    if config["threads"]:
-        # Scoring runs here: on a busy CPU, extra threads mostly spin.
-        torch.set_num_threads(config["threads"])
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
-    corpus = corpus_folder(args.data_folder, out, config)
-    paths = {
-        "out": out,
-        "corpus": corpus,
-        "prep_folder": os.path.join(out, "prepared"),
-    }
-    started = time.time()
-    paths.update(prepare_once(corpus, paths["prep_folder"], config))
-
-    variants = [(name, name, {}) for name in args.objectives]
-    variants += [parse_variant(text) for text in args.variants]
-    variant_seeds = args.variant_seeds or seeds
-    if not set(variant_seeds) <= set(seeds):
-        raise ValueError(
-            f"--variant_seeds {variant_seeds} must be among "
-            f"the seeds run, {seeds}"
-        )
     records, scores, curves = [], {}, {}
     for seed in seeds:  # seed-major: a partial benchmark covers every model
-        for index, (name, objective, extra) in enumerate(variants):
-            is_variant = index >= len(args.objectives)
+        for name, objective, extra, is_variant in variants:
             if is_variant and seed not in variant_seeds:
                 continue
-            run_folder = os.path.join(out, "runs", name, str(seed))
-            moved = ensure_current(
-                run_folder,
-                train_overrides(
-                    objective,
-                    extra,
-                    config,
-                    seed,
-                    dict(paths, output_folder=run_folder),
-                ),
-            )
-            if moved:
-                print(
-                    f"[{name} seed {seed}] cached with other settings: "
-                    f"moved to {moved}; training again",
-                    flush=True,
-                )
             record = run_one(name, objective, extra, seed, config, paths)
+            run_folder = run_folder_of(paths, name, seed)
             curve = validation_curve(run_folder)
             record = dict(
                 record,
@@ -1136,16 +809,38 @@ def main(argv=None):
                 run_folder, record, paths, config
             )
             curves.setdefault(name, {})[seed] = curve
-    reference = None
-    if not args.no_resemblyzer:
-        forget_stale_reference(out, corpus, config)
-        reference = score_resemblyzer(paths, config)
+    return records, scores, curves
 
+
+def compare_runs(records, scores, prep_folder, out, n_resamples):
+    """Summary over seeds and paired tests; keeps the per-trial scores.
+
+    Arguments
+    ---------
+    records : list of dict
+        Run records (see :func:`run_variants`).
+    scores : dict
+        Name -> seed -> per-trial scores.
+    prep_folder : str
+        The preparation (its trials).
+    out : str
+        Where :data:`TRIAL_SCORES_NPZ` is written.
+    n_resamples : int
+        Bootstrap resamples.
+
+    Returns
+    -------
+    summary : dict
+        :func:`summarize_runs`, each tested system with its
+        ``paired_vs_<baseline>``.
+    paired : dict
+        :func:`paired_against`.
+    """
     summary = summarize_runs(records)
-    labels, enrol, test = trial_speakers(paths["prep_folder"])
+    trials = trial_table(prep_folder)
     save_trial_scores(
         os.path.join(out, TRIAL_SCORES_NPZ),
-        trial_list(paths["prep_folder"], labels, enrol, test),
+        trials,
         {
             (name, seed, "clean"): values
             for name, by_seed in scores.items()
@@ -1153,77 +848,123 @@ def main(argv=None):
         },
     )
     paired = paired_against(
-        scores, labels, enrol, test, n_resamples=args.n_resamples
+        scores,
+        trials["label"],
+        trials["enrol_speaker"],
+        trials["test_speaker"],
+        n_resamples=n_resamples,
     )
     for name, result in paired.items():
         summary[name][f"paired_vs_{BASELINE}"] = result
         print(result["text"], flush=True)
-    selection = select_by_validation(records, variants)
-    curves = {
-        name: by_seed
-        for name, by_seed in curves.items()
-        if any(by_seed.values())
-    }
-    curves_png = os.path.join(out, CURVES_PNG)
+    return summary, paired
+
+
+def variant_plan(args, seeds):
+    """The systems and variants to run, and the seeds of the variants.
+
+    Returns
+    -------
+    variants : list of tuple
+        ``(name, objective, overrides, is_variant)``: the objectives of
+        ``--objectives``, then those of ``--variants``.
+    variant_seeds : list of int
+        ``--variant_seeds``, by default ``seeds``.
+
+    Raises
+    ------
+    ValueError
+        If a variant seed is not among ``seeds``.
+    """
+    variant_seeds = args.variant_seeds or seeds
+    if not set(variant_seeds) <= set(seeds):
+        raise ValueError(
+            f"--variant_seeds {variant_seeds} must be among "
+            f"the seeds run, {seeds}"
+        )
+    variants = [(name, name, {}, False) for name in args.objectives]
+    variants += [(*parse_variant(text), True) for text in args.variants]
+    return variants, variant_seeds
+
+
+def plot_curves(curves, out):
+    """Plots the runs that have a learning curve; returns their curves."""
+    curves = {name: runs for name, runs in curves.items() if any(runs.values())}
     if curves:
         plot_learning_curves(
             curves,
-            curves_png,
+            os.path.join(out, CURVES_PNG),
             "Validation EER per epoch (mean, min-max over seeds)",
         )
-    table = markdown_table(summary, reference, paired)
-    machine = machine_info(config["device"])
-    command = "python -m bench.objectives " + " ".join(
-        sys.argv[1:] if argv is None else argv
+    return curves
+
+
+def main(argv=None):
+    """Runs the benchmark, prints the table, writes markdown and JSON."""
+    args = parse_args(argv)
+    config = build_config(args)
+    if config["threads"]:
+        # Scoring runs here: on a busy CPU, extra threads mostly spin.
+        torch.set_num_threads(config["threads"])
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    variants, variant_seeds = variant_plan(args, seeds)
+    started = time.time()
+    paths = prepare(args.data_folder, os.path.abspath(args.out), config)
+    out = paths["out"]
+    records, scores, curves = run_variants(
+        variants, seeds, variant_seeds, config, paths
     )
-    with open(
-        os.path.join(out, "objectives.md"), "w", encoding="utf-8"
-    ) as fout:
-        fout.write(
-            markdown_report(
-                table,
-                config,
-                seeds,
-                records,
-                machine,
-                command,
-                paired,
-                selection,
-                curves,
-            )
-        )
+    reference = None
+    if not args.no_resemblyzer:
+        forget_stale_reference(out, paths["corpus"], config)
+        reference = score_resemblyzer(paths, config)
+    summary, paired = compare_runs(
+        records, scores, paths["prep_folder"], out, args.n_resamples
+    )
+    selection = select_by_validation(records, variants)
+    curves = plot_curves(curves, out)
     result = {
         "config": {
             **config,
             "seeds": seeds,
             "prepare_options": prepare_options(config),
-            "variants": [list(v) for v in variants],
+            "variants": [list(variant[:3]) for variant in variants],
             "variant_seeds": variant_seeds,
             "n_resamples": args.n_resamples,
             "data_folder": os.path.abspath(args.data_folder),
         },
-        "machine": machine,
+        "machine": machine_info(config["device"]),
         "runs": records,
         "summary": summary,
         "selection": selection,
         "curves": {
-            name: {
-                str(seed): [list(point) for point in points]
-                for seed, points in by_seed.items()
-            }
-            for name, by_seed in curves.items()
+            name: {str(s): [list(p) for p in run] for s, run in runs.items()}
+            for name, runs in curves.items()
         },
         "curves_png": CURVES_PNG if curves else None,
         "reference": reference,
         "benchmark_seconds_this_call": time.time() - started,
-        "table": table,
     }
-    with open(
-        os.path.join(out, "objectives.json"), "w", encoding="utf-8"
-    ) as fout:
-        json.dump(result, fout, indent=2)
-    print(table)
-    print(f"Written to {out}/objectives.md, objectives.json and {CURVES_PNG}")
+    result = write_report(
+        result,
+        lambda result: markdown_table(summary, reference, paired),
+        os.path.join(out, "objectives.json"),
+        "bench.objectives",
+        argv,
+    )
+    report = markdown_report(
+        result["table"],
+        config,
+        seeds,
+        records,
+        result["machine"],
+        result["command"],
+        paired,
+        selection,
+        curves,
+    )
+    with open(os.path.join(out, "objectives.md"), "w", encoding="utf-8") as f:
+        f.write(report)
     return result
 
 

@@ -28,12 +28,10 @@ import sys
 import numpy as np
 
 from bench.machine import machine_info, write_report
-from bench.objectives import trial_speakers
+from bench.runs import RECIPE, trial_speakers
 from bench.stats import format_verdict, paired_speaker_bootstrap
 from speechbrain_ext.evaluation.verification import read_trial_file
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = os.path.join(REPO, "recipes", "CNCeleb")
 SYSTEMS = {
     "cosine": [],
     "as-norm": ["--mean_norm", "--score_norm", "as-norm"],

@@ -13,20 +13,32 @@ point, a bootstrap with other settings); the scores behind them can. One
 
 Scores are stored as float16 (about 3 significant digits) to keep the
 committed file small; that is finer than any difference an EER on a few
-thousand trials can show, though it can tie nearly equal scores. Needs
-only numpy, so any benchmark can import it.
+thousand trials can show, though it can tie nearly equal scores.
+
+:func:`recompute` turns such a file (or the pooled files of a
+cross-validation) back into what the READMEs quote, with no model, corpus
+or run folder: the EER and minDCF of every run, their mean ± std over
+seeds, and the paired speaker bootstrap of chosen (system, baseline) pairs
+per condition (``python -m bench.verdicts`` on the command line).
 """
 
 import os
 
 import numpy as np
 
+from bench.stats import format_spread, paired_tests, seed_summary
+from speechbrain_ext.scoring import compute_eer_mindcf
+
 __all__ = [
     "TRIAL_FIELDS",
     "load_trial_scores",
     "pool_trial_scores",
+    "recompute",
+    "run_metrics",
+    "runs_of",
     "save_trial_scores",
     "score_key",
+    "summary_table",
 ]
 
 TRIAL_FIELDS = ("enrol", "test", "label", "enrol_speaker", "test_speaker")
@@ -325,3 +337,146 @@ def pool_trial_scores(paths):
         for key in keys
     }
     return trials, scores
+
+
+def runs_of(scores):
+    """system -> condition -> {seed: scores}, in the file's order.
+
+    Example
+    -------
+    >>> runs_of({"a/1/clean": [0.5], "a/2/clean": [0.25]})
+    {'a': {'clean': {'1': [0.5], '2': [0.25]}}}
+    """
+    runs = {}
+    for key, values in scores.items():
+        system, seed, condition = key.split("/")
+        runs.setdefault(system, {}).setdefault(condition, {})[seed] = values
+    return runs
+
+
+def run_metrics(scores, labels):
+    """EER (%) and minDCF of every run.
+
+    Arguments
+    ---------
+    scores : dict
+        ``"system/seed/condition"`` -> per-trial scores.
+    labels : numpy.ndarray
+        bool per trial.
+
+    Returns
+    -------
+    dict
+        system -> condition -> seed -> ``{"EER", "minDCF"}``.
+
+    Example
+    -------
+    >>> labels = np.array([True, True, False, False])
+    >>> scores = {"a/1/clean": np.array([0.9, 0.2, 0.5, 0.1])}
+    >>> run_metrics(scores, labels)["a"]["clean"]["1"]["EER"]
+    50.0
+    """
+    metrics = {}
+    for system, by_condition in runs_of(scores).items():
+        for condition, by_seed in by_condition.items():
+            for seed, values in by_seed.items():
+                eer, min_dcf, _ = compute_eer_mindcf(values, labels)
+                metrics.setdefault(system, {}).setdefault(condition, {})[
+                    seed
+                ] = {"EER": 100 * float(eer), "minDCF": float(min_dcf)}
+    return metrics
+
+
+def summary_table(summary, conditions, labels=None):
+    """Markdown: one row per system, EER % mean ± std [min-max] per
+    condition.
+
+    Example
+    -------
+    >>> stats = {"EER": seed_summary([9.0, 9.5, 10.0])}
+    >>> print(summary_table({"a": {"clean": stats}}, ["clean", "sir0"]))
+    | system | EER % clean | EER % sir0 |
+    |---|---|---|
+    | a | 9.50 ± 0.50 [9.00-10.00] | – |
+    """
+    labels = labels or {}
+    header = "| system | " + " | ".join(f"EER % {c}" for c in conditions)
+    lines = [header + " |", "|---" * (len(conditions) + 1) + "|"]
+    for system, by_condition in summary.items():
+        cells = [
+            format_spread(by_condition[c]["EER"]) if c in by_condition else "–"
+            for c in conditions
+        ]
+        name = labels.get(system, system)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def recompute(path, pairs=None, n_resamples=1000, baseline="aam_softmax"):
+    """Summary and paired verdicts of a scores file (or pooled files).
+
+    Arguments
+    ---------
+    path : str or list of str
+        A file of :func:`save_trial_scores`, or several, pooled by
+        :func:`pool_trial_scores`.
+    pairs : list of tuple, optional
+        ``(system, baseline)`` pairs to test in every condition both have,
+        on the seeds both have; by default every system against
+        ``baseline``.
+    n_resamples : int
+        Bootstrap resamples.
+    baseline : str
+        The baseline of the default pairs.
+
+    Returns
+    -------
+    dict
+        ``metrics`` (see :func:`run_metrics`), ``summary`` (system ->
+        condition -> ``{"EER", "minDCF"}`` seed summaries, with ``"n"``
+        seeds), ``paired`` (``"<system>_vs_<baseline>@<condition>"`` ->
+        bootstrap result with its ``text``), ``conditions``, ``n_trials``
+        and ``n_speakers``.
+    """
+    if isinstance(path, (list, tuple)):
+        trials, scores = pool_trial_scores(path)
+    else:
+        trials, scores = load_trial_scores(path)
+    labels = trials["label"]
+    metrics = run_metrics(scores, labels)
+    summary = {
+        system: {
+            condition: {
+                key: seed_summary([run[key] for run in by_seed.values()])
+                for key in ("EER", "minDCF")
+            }
+            for condition, by_seed in by_condition.items()
+        }
+        for system, by_condition in metrics.items()
+    }
+    runs = runs_of(scores)
+    if pairs is None:
+        pairs = [(system, baseline) for system in runs if system != baseline]
+    tests = paired_tests(
+        runs,
+        pairs,
+        labels,
+        trials["enrol_speaker"],
+        trials["test_speaker"],
+        n_resamples,
+    )
+    return {
+        "metrics": metrics,
+        "summary": summary,
+        "paired": {
+            f"{system}_vs_{baseline}@{condition}": result
+            for (system, baseline, condition), result in tests.items()
+        },
+        "conditions": list(
+            dict.fromkeys(c for by_c in runs.values() for c in by_c)
+        ),
+        "n_trials": int(labels.size),
+        "n_speakers": len(
+            set(trials["enrol_speaker"]) | set(trials["test_speaker"])
+        ),
+    }

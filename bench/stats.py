@@ -19,6 +19,7 @@ __all__ = [
     "format_spread",
     "format_verdict",
     "paired_speaker_bootstrap",
+    "paired_tests",
     "seed_summary",
     "timing_summary",
     "weighted_eer",
@@ -636,3 +637,72 @@ def format_verdict(result, name_a, name_b):
         f"[{result['ci_low']:.2f}, {result['ci_high']:.2f}]): "
         f"{result['verdict']} at {level}"
     )
+
+
+def paired_tests(
+    runs, pairs, labels, enrol_speakers, test_speakers, n_resamples=1000
+):
+    """:func:`paired_speaker_bootstrap` of system pairs, per condition.
+
+    Arguments
+    ---------
+    runs : dict
+        system -> condition -> seed -> per-trial scores, all on the same
+        trials.
+    pairs : list of tuple
+        ``(system, baseline)``: each is tested in every condition both
+        have, on the seeds both have (a pair with a system missing is
+        left out).
+    labels, enrol_speakers, test_speakers : numpy.ndarray
+        Target flag and speakers of each trial.
+    n_resamples : int
+        Bootstrap resamples (seed 0).
+
+    Returns
+    -------
+    dict
+        ``(system, baseline, condition)`` -> the bootstrap result (JSON
+        values) with ``seeds`` and ``text`` (:func:`format_verdict`).
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> enrol = np.repeat([f"s{i}" for i in range(12)], 8)
+    >>> test = np.roll(enrol, 4)
+    >>> labels = enrol == test
+    >>> noise = {seed: rng.normal(size=96) for seed in (1, 2)}
+    >>> runs = {
+    ...     "a": {"clean": {s: n + 1.0 * labels for s, n in noise.items()}},
+    ...     "b": {"clean": {s: n + 3.0 * labels for s, n in noise.items()}},
+    ... }
+    >>> tests = paired_tests(runs, [("b", "a")], labels, enrol, test, 200)
+    >>> result = tests["b", "a", "clean"]
+    >>> result["verdict"], result["seeds"]
+    ('better', [1, 2])
+    """
+    results = {}
+    for system, baseline in pairs:
+        if system not in runs or baseline not in runs:
+            continue
+        for condition, by_seed in runs[system].items():
+            base = runs[baseline].get(condition, {})
+            seeds = sorted(set(by_seed) & set(base))
+            if not seeds:
+                continue
+            result = paired_speaker_bootstrap(
+                np.stack([by_seed[s] for s in seeds]),
+                np.stack([base[s] for s in seeds]),
+                labels,
+                enrol_speakers,
+                test_speakers,
+                n_resamples=n_resamples,
+                seed=0,
+            )
+            result = {
+                key: value.item() if isinstance(value, np.generic) else value
+                for key, value in result.items()
+            }
+            result["seeds"] = seeds
+            result["text"] = format_verdict(result, system, baseline)
+            results[system, baseline, condition] = result
+    return results

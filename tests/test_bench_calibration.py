@@ -135,7 +135,7 @@ def test_benchmark_reports_every_variant_and_resumes(pack, monkeypatch):
     def no_model(*args):
         raise AssertionError("the model was loaded again")
 
-    monkeypatch.setattr(calibration, "load_encoder", no_model)
+    monkeypatch.setattr(calibration, "load_export", no_model)
     again = run(pack, "--seeds", "1")
     # As JSON: one seed's std is NaN, which never equals itself.
     assert json.dumps(again["summary"]) == json.dumps(report["summary"])

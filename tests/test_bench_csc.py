@@ -13,17 +13,18 @@ import os
 
 import pytest
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
-from bench.csc import ABLATIONS, CSC_HEAD, DEFAULT, system_plan
-from bench.objective_runs import OBJECTIVES, train_overrides
+from bench.csc import (
+    ABLATIONS,
+    CSC_HEAD,
+    DEFAULT,
+    STEP_TIME_SYSTEMS,
+    main,
+    system_plan,
+)
+from bench.runs import OBJECTIVES, load_recipe_hparams, train_overrides
 from speechbrain_ext.augment import generate_noise_bank, simulate_rirs
 
-RECIPE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "recipes",
-    "CNCeleb",
-)
 ARGS = argparse.Namespace(ssl_epochs=3, finetune_epochs=1)
 LABELLED = (
     "aam_softmax",
@@ -75,8 +76,7 @@ def build(system, banks):
     )
     overrides = train_overrides(objective, extra, config, 1, paths)
     overrides["n_train_speakers"] = 8
-    with open(os.path.join(RECIPE, "hparams", OBJECTIVES[objective][0])) as fin:
-        return load_hyperpyyaml(fin, overrides)
+    return load_recipe_hparams(OBJECTIVES[objective][0], overrides)
 
 
 def speaker_views(task):
@@ -159,3 +159,15 @@ def test_ablations_switch_off_what_they_name(banks):
     assert information.information_weight == full.information_weight
     same = build("aam_softmax_same_views", banks)["task"]
     assert same.csc_weight == 0 and same.speaker_views is None
+
+
+def test_step_time_times_every_system_in_turns(tmp_path):
+    out = tmp_path / "step_time.json"
+    report = main(["--step_time", str(out), "--rounds", "2", "--warmup", "0"])
+    assert list(report["summary"]) == list(STEP_TIME_SYSTEMS)
+    for row in report["summary"].values():
+        assert row["n"] == 2 and 0 < row["min"] <= row["max"]
+    assert report["summary"]["aam_softmax"]["ratio_to_aam_softmax"] == 1.0
+    assert report["config"]["budget"]["embeddings_per_view"] == 32
+    assert report["command"].startswith("python -m bench.csc --step_time")
+    assert "| aam_softmax_csc |" in report["table"]

@@ -7,26 +7,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
-from bench.corpus_subset import subset_corpus
-from bench.objective_runs import (
-    OBJECTIVES,
-    RECIPE,
-    RUN_RECORD,
-    epoch_seconds,
-    train_overrides,
-)
 from bench.objectives import (
-    DEFAULT,
-    QUICK,
-    SCORES_FILE,
     SUPERVISED,
-    best_validation_eer,
     build_config,
-    cached_overrides,
-    corpus_folder,
-    ensure_current,
     markdown_report,
     markdown_table,
     paired_against,
@@ -34,6 +18,21 @@ from bench.objectives import (
     parse_variant,
     select_by_validation,
     summarize_runs,
+)
+from bench.runs import (
+    BUDGET as DEFAULT,
+    OBJECTIVES,
+    QUICK,
+    RUN_RECORD,
+    SCORES_FILE,
+    best_validation_eer,
+    cached_overrides,
+    corpus_folder,
+    ensure_current,
+    epoch_seconds,
+    load_recipe_hparams,
+    subset_corpus,
+    train_overrides,
     trial_scores,
     trial_speakers,
     validation_curve,
@@ -519,12 +518,10 @@ def built_budget(objective, tmp_path):
         rir_csv=simulate_rirs(str(tmp_path / "rirs"), n_rirs=2),
     )
     overrides = train_overrides(objective, {}, config, 1, paths)
-    hparams_file = os.path.join(RECIPE, "hparams", OBJECTIVES[objective][0])
-    with open(hparams_file, encoding="utf-8") as fin:
-        text = fin.read()
-    if "n_train_speakers" in text:
-        overrides["n_train_speakers"] = 8
-    hparams = load_hyperpyyaml(text, overrides)
+    overrides["n_train_speakers"] = 8
+    hparams = load_recipe_hparams(
+        OBJECTIVES[objective][0], overrides, optional=["n_train_speakers"]
+    )
     # An imaginary training set: 250 speakers x 4 utterances.
     speakers = [f"spk{i // 4}" for i in range(1000)]
     if hparams.get("train_sampler") is not None:
