@@ -10,8 +10,9 @@ context, the backward pass, gradient clipping and the Adam step;
 GradScaler with fp16). ``TaskBrain`` is the training step of
 ``recipes/CNCeleb/train.py``'s ``SpeakerEmbeddingBrain``, which subclasses
 it and only adds validation. Nothing here imports recipe code: the
-corpus, banks and data pipeline come from the library functions that
-train.py uses (see :func:`load_system`).
+corpus and banks are prepared by the run layer of every benchmark
+(:func:`bench.runs.prepare`), and the data pipeline comes from the library
+functions that train.py uses (see :func:`load_system`).
 
 All systems get the same batch: B clean crops of the same length, each
 turned into V views by the system's own view maker (AAM-softmax and
@@ -28,9 +29,8 @@ with GradScaler or bf16 on CUDA) the step is timed with
 - data loading off (``memory``): batches read beforehand and held in
   the device's memory, so the step is compute alone;
 - data loading on (``loader``): each step first waits for its batch from
-  the training DataLoader (``--num_workers`` workers) over a corpus of
-  speaker folders prepared by
-  ``speechbrain_ext.data.folder_corpus.prepare_folder_corpus``, built
+  the training DataLoader (``--num_workers`` workers) over the prepared
+  corpus of speaker folders, built
   with ``audio_pipelines``, ``add_speaker_labels`` and
   ``speaker_loader_options`` of ``speechbrain_ext.data.pipelines``, the
   functions train.py's ``dataio_prep`` and ``train_loader_options`` use,
@@ -68,7 +68,6 @@ Run from the repository root::
 """
 
 import argparse
-import inspect
 import itertools
 import os
 import resource
@@ -79,18 +78,22 @@ import threading
 import time
 
 import torch
-import yaml
-from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
 from bench.machine import HostReads, machine_info, write_report
+from bench.runs import (
+    RECIPE_MODEL,
+    SMOKE_MODEL,
+    load_recipe_hparams,
+    prepare,
+    prepare_options,
+    prepared_rows,
+)
 from bench.stats import timing_summary
 from speechbrain.utils.logger import get_logger
-from speechbrain_ext.augment.bank import ensure_bank_csv
 from speechbrain_ext.brain import TaskBrain
 from speechbrain_ext.data.demo_corpus import generate_demo_corpus
-from speechbrain_ext.data.folder_corpus import prepare_folder_corpus
-from speechbrain_ext.data.manifest import check_manifest, read_manifest
+from speechbrain_ext.data.manifest import check_manifest
 from speechbrain_ext.data.pipelines import (
     add_speaker_labels,
     audio_pipelines,
@@ -99,8 +102,6 @@ from speechbrain_ext.data.pipelines import (
 
 logger = get_logger(__name__)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = os.path.join(REPO, "recipes", "CNCeleb")
 SYSTEMS = {
     "aam_softmax": "aam_softmax.yaml",
     "aamsupcon": "aamsupcon.yaml",
@@ -114,11 +115,9 @@ MANIFEST_COLUMNS = ("ID", "duration", "wav", "start", "stop", "spk_id")
 MIN_MIXED_SPEEDUP = 1.5
 MIN_LOADER_HEADROOM = 1.0
 
+# The recipe's model, crop and batch.
 DEFAULT = {
-    "channels": [512, 512, 512, 512, 1536],
-    "attention_channels": 128,
-    "emb_dim": 192,
-    "sentence_len": 2.0,
+    **RECIPE_MODEL,
     "batch_size": 64,
     "n_views": 2,
     "n_utts_per_speaker": 2,
@@ -129,10 +128,7 @@ DEFAULT = {
 }
 QUICK = dict(
     DEFAULT,
-    channels=[32, 32, 32, 32, 96],
-    attention_channels=16,
-    emb_dim=32,
-    sentence_len=0.5,
+    **SMOKE_MODEL,
     batch_size=4,
     steps=2,
     warmup=1,
@@ -172,11 +168,11 @@ def system_overrides(system, config, paths):
     system : str
         A key of :data:`SYSTEMS`.
     config : dict
-        Model size, crop, views and batch (see :data:`DEFAULT`),
-        ``data_format``, ``prepare_options`` and ``seed``.
+        Model size, crop, views and batch (see :data:`DEFAULT`), ``seed``,
+        ``n_test_speakers``, ``n_valid_speakers`` and ``n_train_speakers``
+        (the classifier's outputs, where the system has one).
     paths : dict
-        ``data_folder``, ``prep_folder`` and ``out`` (runs go to
-        ``<out>/<system>``).
+        From :func:`bench.runs.prepare`; runs go to ``<out>/<system>``.
 
     Returns
     -------
@@ -190,8 +186,9 @@ def system_overrides(system, config, paths):
 
     Example
     -------
-    >>> config = dict(DEFAULT, data_format="folder", seed=1, prepare_options={})
-    >>> paths = {"data_folder": "c", "prep_folder": "p", "out": "o"}
+    >>> config = dict(DEFAULT, seed=1, n_test_speakers=2, n_valid_speakers=2)
+    >>> paths = dict(corpus="c", prep_folder="p", out="o")
+    >>> paths.update(noise_csv="n.csv", rir_csv="r.csv")
     >>> pk = system_overrides("aamsupcon", config, paths)
     >>> pk["n_speakers_per_batch"] * pk["n_utts_per_speaker"]
     64
@@ -205,15 +202,13 @@ def system_overrides(system, config, paths):
     batch, per_speaker = config["batch_size"], config["n_utts_per_speaker"]
     overrides = {
         "seed": config["seed"],
-        "data_folder": paths["data_folder"],
-        "data_format": config["data_format"],
+        "data_folder": paths["corpus"],
+        "data_format": "folder",
         "prep_folder": paths["prep_folder"],
-        "prepare_options": config["prepare_options"],
+        "prepare_options": prepare_options(config),
         "output_folder": os.path.join(paths["out"], system),
-        "noise_csv": os.path.join(
-            paths["prep_folder"], "noise", "noise_bank.csv"
-        ),
-        "rir_csv": os.path.join(paths["prep_folder"], "rirs", "rirs.csv"),
+        "noise_csv": paths["noise_csv"],
+        "rir_csv": paths["rir_csv"],
         "channels": config["channels"],
         "attention_channels": config["attention_channels"],
         "emb_dim": config["emb_dim"],
@@ -222,6 +217,8 @@ def system_overrides(system, config, paths):
         "batch_size": batch,
         "num_workers": config["num_workers"],
     }
+    if config.get("n_train_speakers"):
+        overrides["n_train_speakers"] = config["n_train_speakers"]
     if system == "aamsupcon":
         if batch % per_speaker:
             raise ValueError(
@@ -233,76 +230,16 @@ def system_overrides(system, config, paths):
     return overrides
 
 
-def folder_prepare_options(hparams):
-    """The ``prepare_folder_corpus`` options of the hparams.
-
-    The recipe's ``prepare_options`` serve both of its corpus formats, so
-    after the overrides they still hold CN-Celeb's options (merged, not
-    replaced); as in the recipe, those are dropped while unset.
-
-    Arguments
-    ---------
-    hparams : dict
-        With ``data_format`` (must be "folder") and ``prepare_options``.
-
-    Returns
-    -------
-    dict
-        Keyword arguments of :func:`prepare_folder_corpus`.
-
-    Raises
-    ------
-    ValueError
-        For another ``data_format``, or a set option that only a CN-Celeb
-        preparation takes.
-
-    Example
-    -------
-    >>> options = {"valid_ratio": 2, "cnceleb2_folder": None, "seed": 3}
-    >>> folder_prepare_options(
-    ...     {"data_format": "folder", "prepare_options": options}
-    ... )
-    {'valid_ratio': 2, 'seed': 3}
-    >>> folder_prepare_options(
-    ...     {
-    ...         "data_format": "folder",
-    ...         "prepare_options": {"cnceleb2_folder": "/data/CN-Celeb2"},
-    ...     }
-    ... )
-    Traceback (most recent call last):
-    ...
-    ValueError: prepare_options cnceleb2_folder do not apply to a folder corpus
-    """
-    if hparams["data_format"] != "folder":
-        raise ValueError(
-            "the benchmark prepares <speaker>/<utt> folder corpora only, "
-            f"got data_format={hparams['data_format']!r}"
-        )
-    accepted = inspect.signature(prepare_folder_corpus).parameters
-    options = dict(hparams["prepare_options"])
-    # As the recipe's prepare_data: a folder corpus is not joined or
-    # filtered by duration, whatever the YAML sets for CN-Celeb.
-    for key in ("join_min_duration", "min_duration"):
-        options.pop(key, None)
-    extra = sorted(key for key in options if key not in accepted)
-    if any(options[key] for key in extra):
-        raise ValueError(
-            f"prepare_options {', '.join(extra)} do not apply to a folder "
-            "corpus"
-        )
-    return {key: value for key, value in options.items() if key in accepted}
-
-
 def load_system(system, overrides):
     """Builds a system's hparams and training data as ``train.py`` does.
 
-    With the library functions train.py uses: prepares the folder corpus
-    (:func:`prepare_folder_corpus`, skipped when done) and the noise and
-    RIR banks (the hparams' ``prepare_noise``/``prepare_rirs``, unless
-    their CSVs exist), sizes the AAM-softmax classifier from the prepared
-    training speakers and builds the training dataset (``audio_pipelines``
-    and, for a supervised task, ``add_speaker_labels``) and its loader
-    options (``speaker_loader_options``).
+    The corpus and banks are prepared beforehand by the run layer
+    (:func:`bench.runs.prepare`, as for every benchmark) and the
+    classifier is sized from its training speakers (see :func:`main`), so
+    this only builds what train.py's ``dataio_prep`` and
+    ``train_loader_options`` do for training, with the same library
+    functions: the checked manifest, ``audio_pipelines``, for a supervised
+    task ``add_speaker_labels``, and ``speaker_loader_options``.
 
     Arguments
     ---------
@@ -320,30 +257,11 @@ def load_system(system, overrides):
     loader_options : dict
         The recipe's training DataLoader options.
     """
-    hparams_file = os.path.join(RECIPE, "hparams", SYSTEMS[system])
-    hparams = load_hparams(hparams_file, overrides)
+    hparams = load_recipe_hparams(
+        SYSTEMS[system], overrides, optional=("n_train_speakers",)
+    )
     os.makedirs(hparams["save_folder"], exist_ok=True)
-    prepare_folder_corpus(
-        hparams["data_folder"],
-        hparams["prep_folder"],
-        **folder_prepare_options(hparams),
-    )
-    # As train.py does.
-    ensure_bank_csv(
-        hparams.get("noise_csv"), hparams.get("prepare_noise"), "noise_csv"
-    )
-    ensure_bank_csv(
-        hparams.get("rir_csv"), hparams.get("prepare_rirs"), "rir_csv"
-    )
     replacements = {"data_root": hparams["data_folder"]}
-    if "n_train_speakers" in hparams:  # a classifier: one row per speaker
-        rows = read_manifest(
-            hparams["train_annotation"], replacements, MANIFEST_COLUMNS
-        )
-        n_speakers = len({row["spk_id"] for row in rows})
-        if hparams["n_train_speakers"] != n_speakers:
-            overrides = dict(overrides, n_train_speakers=n_speakers)
-            hparams = load_hparams(hparams_file, overrides)
     check_manifest(hparams["train_annotation"], MANIFEST_COLUMNS, replacements)
     train_data = sb.dataio.dataset.DynamicItemDataset.from_csv(
         hparams["train_annotation"], replacements=replacements
@@ -371,12 +289,6 @@ def load_system(system, overrides):
         speaker_labels=supervised,
     )
     return hparams, train_data, loader_options
-
-
-def load_hparams(hparams_file, overrides):
-    """Loads a recipe hparams file (a data file) with the overrides."""
-    with open(hparams_file, encoding="utf-8") as fin:
-        return load_hyperpyyaml(fin, yaml.safe_dump(overrides))
 
 
 def make_brain(hparams, device, precision):
@@ -1112,18 +1024,12 @@ def build_config(args):
     for key in DEFAULT:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    # Every corpus is prepared as speaker folders (prepare_folder_corpus).
-    prepare_options = {
-        "n_test_speakers": args.n_test_speakers,
-        "valid_ratio": args.n_valid_speakers,
-        "seed": 1234,
-    }
     config.update(
         device=args.device,
         threads=args.threads,
         seed=args.seed,
-        data_format="folder",
-        prepare_options=prepare_options,
+        n_test_speakers=args.n_test_speakers,
+        n_valid_speakers=args.n_valid_speakers,
         systems=args.systems,
         quick=args.quick,
     )
@@ -1195,11 +1101,12 @@ def main(argv=None):
     else:
         data_folder = os.path.abspath(args.data_folder)
     check_speaker_folders(data_folder)
-    paths = {
-        "data_folder": data_folder,
-        "out": work,
-        "prep_folder": os.path.join(work, "prepared"),
-    }
+    # Every corpus is prepared as speaker folders, as for every benchmark;
+    # a classifier has one output per training speaker (train.py's
+    # size_classifier).
+    paths = prepare(data_folder, work, config)
+    train_rows = prepared_rows(paths["prep_folder"], "train")
+    config["n_train_speakers"] = len({row["spk_id"] for row in train_rows})
     mixed = mixed_precision_name(args.device, args.cuda_mixed)
     batch = config["batch_size"]
     k = config["n_utts_per_speaker"]

@@ -14,7 +14,6 @@ import bench.throughput
 from bench.throughput import (
     DEFAULT,
     GpuUtilisation,
-    folder_prepare_options,
     main,
     parse_nvidia_smi,
     rates,
@@ -24,8 +23,14 @@ from bench.throughput import (
     time_loop,
 )
 
-PATHS = {"data_folder": "/c", "prep_folder": "/p", "out": "/o"}
-CONFIG = dict(DEFAULT, data_format="folder", seed=1, prepare_options={})
+PATHS = {
+    "corpus": "/c",
+    "prep_folder": "/p",
+    "out": "/o",
+    "noise_csv": "/p/noise/noise_bank.csv",
+    "rir_csv": "/p/rirs/rirs.csv",
+}
+CONFIG = dict(DEFAULT, seed=1, n_test_speakers=2, n_valid_speakers=2)
 SETTINGS = ("fp32/memory", "fp32/loader", "bf16/memory", "bf16/loader")
 
 
@@ -88,8 +93,6 @@ def test_no_recipe_code_is_loaded():
     assert {name.split(".")[0] for name in imported} <= {
         "argparse",
         "bench",
-        "hyperpyyaml",
-        "inspect",
         "itertools",
         "os",
         "resource",
@@ -101,30 +104,7 @@ def test_no_recipe_code_is_loaded():
         "threading",
         "time",
         "torch",
-        "yaml",
     }
-
-
-def test_prepare_options_are_those_of_a_folder_corpus():
-    hparams = {
-        "data_format": "folder",
-        "prepare_options": {
-            "cnceleb2_folder": None,  # the recipe's, unset: dropped
-            "join_min_duration": 0.0,
-            "split_mode": "speaker",
-            "n_test_speakers": 2,
-            "valid_ratio": 2,
-            "seed": 1234,
-        },
-    }
-    assert folder_prepare_options(hparams) == {
-        "split_mode": "speaker",
-        "n_test_speakers": 2,
-        "valid_ratio": 2,
-        "seed": 1234,
-    }
-    with pytest.raises(ValueError, match="folder corpora only"):
-        folder_prepare_options(dict(hparams, data_format="cnceleb"))
 
 
 def test_rates_and_ratios_by_hand():
