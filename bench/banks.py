@@ -31,7 +31,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -42,7 +41,13 @@ import time
 import numpy as np
 import soundfile as sf
 
-from bench.machine import machine_info, write_report
+from bench.machine import (
+    machine_info,
+    peak_rss_mb,
+    rss_mb,
+    synchronize,
+    write_report,
+)
 
 RATE = 16000
 
@@ -80,13 +85,6 @@ def write_bank_csv(path, paths, file_seconds):
     return path
 
 
-def rss_mb():
-    """Current resident memory of this process, in MB."""
-    with open("/proc/self/statm") as fin:
-        pages = int(fin.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def measure(csv_file, storage, batch, seconds, steps, device, threads=1):
     """One row, measured in this process (called in a fresh one)."""
     import torch
@@ -114,26 +112,20 @@ def measure(csv_file, storage, batch, seconds, steps, device, threads=1):
         storage=storage,
         max_memory_mb=None,
     )
-
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    before = rss_mb()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before, peak_before = rss_mb(), peak_rss_mb()
     begin = time.perf_counter()
     augment(waveforms, lengths)
-    sync()
+    synchronize(device)
     load_s = time.perf_counter() - begin
     augment(waveforms, lengths)
     times = []
     for _ in range(steps):
-        sync()
+        synchronize(device)
         begin = time.perf_counter()
         augment(waveforms, lengths)
-        sync()
+        synchronize(device)
         times.append(time.perf_counter() - begin)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     row = {
         "storage": type(augment.bank(device)).__name__,
         "load_s": round(load_s, 3),
@@ -218,8 +210,8 @@ def markdown(report):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    """Generates the banks, measures every row, writes the report."""
+def parse_args(argv=None):
+    """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hours", type=float, nargs="+", default=[1, 100])
     parser.add_argument("--memory_max_hours", type=float, default=20.0)
@@ -237,62 +229,86 @@ def main(argv=None):
     parser.add_argument("--folder", default=None, help="default: a tmp dir")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--out", default="bench/results/banks.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def measure_rows(folder, hours, args):
+    """Measures every bank size and storage, each in a fresh process.
+
+    Banks above ``--memory_max_hours`` are only streamed; the largest
+    in-memory size is measured instead (see :func:`extrapolate`).
+
+    Returns
+    -------
+    rows : list of dict
+        One per (hours, storage).
+    generate_s : float
+        Seconds to generate the noise files.
+    """
+    measured = [h for h in hours if h <= args.memory_max_hours]
+    if max(hours) > args.memory_max_hours:
+        measured.append(args.memory_max_hours)
+    begin = time.perf_counter()
+    paths = generate_files(
+        os.path.join(folder, "wav"), max(hours), args.file_seconds
+    )
+    generate_s = time.perf_counter() - begin
+    print(f"generated {len(paths)} files in {generate_s:.0f} s")
+    per_file = args.file_seconds * RATE * 2 / 2**20
+    rows = []
+    for size in sorted(set(hours + measured)):
+        n_files = int(np.ceil(size * 3600 / args.file_seconds))
+        csv_file = write_bank_csv(
+            os.path.join(folder, f"bank_{size:g}h.csv"),
+            paths[:n_files],
+            args.file_seconds,
+        )
+        for storage in ("memory", "stream"):
+            if storage == "memory" and size > args.memory_max_hours:
+                continue
+            row = run_row(csv_file, storage, args)
+            row.update(
+                hours=size,
+                storage=storage,
+                bank_mb=round(n_files * per_file, 1),
+            )
+            print(row)
+            rows.append(row)
+    return rows, generate_s
+
+
+def extrapolate(rows, hours, memory_max_hours):
+    """Adds the in-memory rows above ``memory_max_hours``, scaled linearly
+    from the largest measured one; returns the rows sorted."""
+    reference = max(
+        (r for r in rows if r["storage"] == "memory"),
+        key=lambda r: r["hours"],
+    )
+    for size in hours:
+        if size > memory_max_hours:
+            factor = size / reference["hours"]
+            scaled = ("bank_mb", "rss_mb", "peak_rss_mb", "load_s")
+            rows.append(
+                {
+                    **reference,
+                    **{
+                        key: round(reference[key] * factor, 1) for key in scaled
+                    },
+                    "hours": size,
+                    "extrapolated": f"x{factor:g} from "
+                    f"{reference['hours']:g} h",
+                }
+            )
+    return sorted(rows, key=lambda r: (r["hours"], r["storage"]))
+
+
+def main(argv=None):
+    """Generates the banks, measures every row, writes the report."""
+    args = parse_args(argv)
     folder = args.folder or tempfile.mkdtemp(prefix="banks-")
     hours = sorted(args.hours)
-    measured_hours = [h for h in hours if h <= args.memory_max_hours]
-    if max(hours) > args.memory_max_hours:
-        measured_hours.append(args.memory_max_hours)
     try:
-        begin = time.perf_counter()
-        paths = generate_files(
-            os.path.join(folder, "wav"), max(hours), args.file_seconds
-        )
-        generate_s = time.perf_counter() - begin
-        print(f"generated {len(paths)} files in {generate_s:.0f} s")
-        per_file = args.file_seconds * RATE * 2 / 2**20
-        rows = []
-        for size in sorted(set(hours + measured_hours)):
-            n_files = int(np.ceil(size * 3600 / args.file_seconds))
-            csv_file = write_bank_csv(
-                os.path.join(folder, f"bank_{size:g}h.csv"),
-                paths[:n_files],
-                args.file_seconds,
-            )
-            for storage in ("memory", "stream"):
-                if storage == "memory" and size > args.memory_max_hours:
-                    continue
-                row = run_row(csv_file, storage, args)
-                row.update(
-                    hours=size,
-                    storage=storage,
-                    bank_mb=round(n_files * per_file, 1),
-                )
-                print(row)
-                rows.append(row)
-        reference = max(
-            (r for r in rows if r["storage"] == "memory"),
-            key=lambda r: r["hours"],
-        )
-        for size in hours:
-            if size > args.memory_max_hours:
-                factor = size / reference["hours"]
-                rows.append(
-                    {
-                        **reference,
-                        "hours": size,
-                        "bank_mb": round(reference["bank_mb"] * factor, 1),
-                        "rss_mb": round(reference["rss_mb"] * factor, 1),
-                        "peak_rss_mb": round(
-                            reference["peak_rss_mb"] * factor, 1
-                        ),
-                        "load_s": round(reference["load_s"] * factor, 1),
-                        "extrapolated": f"x{factor:g} from "
-                        f"{reference['hours']:g} h",
-                    }
-                )
-        rows.sort(key=lambda r: (r["hours"], r["storage"]))
+        rows, generate_s = measure_rows(folder, hours, args)
     finally:
         if not args.keep and args.folder is None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -315,7 +331,7 @@ def main(argv=None):
         "the bank (torch, the batch); float32 storage (before int16) "
         "would be 2x bank_mb. Extrapolated rows scale the largest "
         "measured in-memory row linearly.",
-        "rows": rows,
+        "rows": extrapolate(rows, hours, args.memory_max_hours),
     }
     return write_report(report, markdown, args.out, "bench.banks", argv)
 

@@ -249,18 +249,12 @@ def timed(function, *args, **kwargs):
 def environment(device):
     """The machine and the libraries that decode audio and run the model."""
     import soundfile
-    import torchaudio
 
-    import speechbrain
-
+    libraries = ("numpy", "torchaudio", "speechbrain", "soundfile")
     return {
-        **machine_info(device),
+        **machine_info(device, libraries),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "numpy": np.__version__,
-        "torchaudio": torchaudio.__version__,
-        "speechbrain": speechbrain.__version__,
-        "soundfile": soundfile.__version__,
         "libsndfile": soundfile.__libsndfile_version__,
     }
 
@@ -320,13 +314,40 @@ def run_benchmark(
         EmbeddingExtractor(model, batch_size=len(warmup))(
             warmup, desc="warm-up"
         )
-
     settings = [
         (size, count, backend)
         for size in batch_sizes
         for count in workers
         for backend in backends
     ]
+    rounds = time_rounds(encoder, backends, items, settings, repeats)
+    num_samples = rounds["num_samples"]
+    audio_seconds = sum(num_samples) / SAMPLE_RATE
+    return {
+        "rows": result_rows(rounds, settings, len(items), onnx_encoder),
+        "repeats": repeats,
+        "audio_seconds": audio_seconds,
+        "durations": {
+            "min": min(num_samples) / SAMPLE_RATE,
+            "mean": audio_seconds / len(items),
+            "max": max(num_samples) / SAMPLE_RATE,
+        },
+        **controls(encoder, onnx_encoder, items, rounds["reference"]),
+        "load_average": rounds["load"],
+    }
+
+
+def time_rounds(encoder, backends, items, settings, repeats):
+    """Times the per-file loop, then every extractor setting, per round.
+
+    Returns
+    -------
+    dict
+        ``times`` (method -> seconds per round), ``load`` (method ->
+        load average before/after each round), ``extracted`` (setting ->
+        its extractor and last embeddings), the per-file ``reference``
+        embeddings and the files' ``num_samples``.
+    """
     times, load, extracted = {}, {}, {}
     for _ in range(repeats):
         (reference, num_samples), seconds = measure(
@@ -347,13 +368,25 @@ def run_benchmark(
                 raise RuntimeError(f"{name} returned ids out of order")
             times.setdefault(name, []).append(seconds)
             extracted[name] = extractor, embeddings
+    return {
+        "times": times,
+        "load": load,
+        "extracted": extracted,
+        "reference": reference,
+        "num_samples": num_samples,
+    }
 
+
+def result_rows(rounds, settings, n_files, onnx_encoder=None):
+    """One row per method: its fastest round against the per-file loop's,
+    with the padding and the agreement with per-file embeddings."""
+    times, num_samples = rounds["times"], rounds["num_samples"]
     audio_seconds = sum(num_samples) / SAMPLE_RATE
     baseline = min(times["per-file"])
     rows = [_row("per-file", 1, 0, times["per-file"], baseline, audio_seconds)]
     for batch_size, num_workers, backend in settings:
         name = _setting_name(batch_size, num_workers, backend)
-        extractor, embeddings = extracted[name]
+        extractor, embeddings = rounds["extracted"][name]
         row = _row(
             METHODS[backend],
             batch_size,
@@ -365,43 +398,30 @@ def run_benchmark(
         if onnx_encoder is not None:
             row["backend"] = BACKEND_NAMES[backend]
         row["padding"] = padding_fraction(extractor, num_samples)
-        row["agreement"] = compare_embeddings(reference, embeddings)
+        row["agreement"] = compare_embeddings(rounds["reference"], embeddings)
         rows.append(row)
     if onnx_encoder is not None:
         rows[0]["backend"] = BACKEND_NAMES["torch"]
     for row in rows:
-        row["files_per_second"] = len(items) / row["seconds"]
+        row["files_per_second"] = n_files / row["seconds"]
+    return rows
 
-    # Batch size 1 pads nothing: any gap left would be a pipeline bug.
+
+def controls(encoder, onnx_encoder, items, reference):
+    """Batch size 1 pads nothing: any gap to the per-file embeddings left
+    would be a pipeline bug (``control``; ``onnx_control`` for ONNX)."""
     subset = items[: min(32, len(items))]
-    _, control = EmbeddingExtractor(encoder, batch_size=1)(
-        subset, desc="control bs=1"
-    )
-    controls = {}
-    if onnx_encoder is not None:
-        _, onnx_control = EmbeddingExtractor(onnx_encoder, batch_size=1)(
-            subset, desc="ONNX control bs=1"
-        )
-        controls["onnx_control"] = {
-            "n_files": len(subset),
-            **compare_embeddings(reference[: len(subset)], onnx_control),
-        }
-    return {
-        "rows": rows,
-        "repeats": repeats,
-        "audio_seconds": audio_seconds,
-        "durations": {
-            "min": min(num_samples) / SAMPLE_RATE,
-            "mean": audio_seconds / len(items),
-            "max": max(num_samples) / SAMPLE_RATE,
-        },
-        "control": {
+    result = {}
+    for key, model in (("control", encoder), ("onnx_control", onnx_encoder)):
+        if model is None:
+            continue
+        desc = "control bs=1" if key == "control" else "ONNX control bs=1"
+        _, control = EmbeddingExtractor(model, batch_size=1)(subset, desc=desc)
+        result[key] = {
             "n_files": len(subset),
             **compare_embeddings(reference[: len(subset)], control),
-        },
-        **controls,
-        "load_average": load,
-    }
+        }
+    return result
 
 
 # Row labels of the extractor's backends.

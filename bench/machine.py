@@ -1,35 +1,46 @@
 """What a benchmark ran on, recorded next to its numbers."""
 
+import importlib
 import json
 import os
 import platform
+import resource
 import sys
 
 import torch
 
-__all__ = ["HostReads", "machine_info", "write_report"]
+__all__ = [
+    "HostReads",
+    "machine_info",
+    "peak_rss_mb",
+    "rss_mb",
+    "synchronize",
+    "write_report",
+]
 
 
-def machine_info(device="cpu"):
+def machine_info(device="cpu", libraries=()):
     """Describes the machine, the software and the device used.
 
     Arguments
     ---------
     device : str
         The torch device the benchmark ran on.
+    libraries : sequence of str
+        Modules whose ``__version__`` is recorded too.
 
     Returns
     -------
     dict
         ``platform``, ``processor``, ``python``, ``cpu_count``,
         ``torch_threads``, ``torch`` and ``device`` (with the GPU's name
-        for a CUDA device).
+        for a CUDA device), then one entry per library.
 
     Example
     -------
-    >>> info = machine_info("cpu")
-    >>> info["device"], info["torch"] == torch.__version__
-    ('cpu', True)
+    >>> info = machine_info("cpu", libraries=["numpy"])
+    >>> info["device"], info["torch"] == torch.__version__, "numpy" in info
+    ('cpu', True, True)
     """
     info = {
         "platform": platform.platform(),
@@ -42,7 +53,34 @@ def machine_info(device="cpu"):
     }
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    for name in libraries:
+        info[name] = importlib.import_module(name).__version__
     return info
+
+
+def rss_mb():
+    """Current resident memory of this process, in MB (Linux)."""
+    with open("/proc/self/statm") as fin:
+        pages = int(fin.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process so far, in MB (Linux).
+
+    Example
+    -------
+    >>> peak_rss_mb() > 0 and rss_mb() > 0
+    True
+    """
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synchronize(device):
+    """Waits for the device's queued work (CUDA), so timings include it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def write_report(report, markdown, out, module, argv=None):

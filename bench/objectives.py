@@ -547,8 +547,6 @@ def markdown_report(
     str
         Markdown.
     """
-    k = config["n_utts_per_speaker"]
-    per_view = config["embeddings_per_view"]
     trials = (
         (f"{records[0]['n_trials']} trials ({records[0]['n_target']} target)")
         if records
@@ -556,34 +554,9 @@ def markdown_report(
     )
     parts = ["# Speaker objectives at an equal training budget", table]
     if paired:
-        lines = [
-            f"- {result['text']} (seeds {result['seeds']}, "
-            f"p = {result['p_value']:.3f})"
-            for result in paired.values()
-        ]
-        n_resamples = next(iter(paired.values())).get("n_resamples", "?")
-        parts.append(
-            f"Paired bootstrap over the test speakers ({n_resamples} "
-            "resamples of the speakers, each trial weighted by how often its "
-            f"two speakers were drawn), each system against {BASELINE} on "
-            "the same trials, EER averaged over the shared seeds:\n\n"
-            + "\n".join(lines)
-        )
+        parts.append(paired_text(paired))
     if selection:
-        lines = [
-            f"- {objective}: **{entry['selected']}** ("
-            + ", ".join(
-                f"{name} {eer:.2f}%"
-                for name, eer in entry["candidates"].items()
-            )
-            + f"; seeds {entry['seeds']})"
-            for objective, entry in selection.items()
-        ]
-        parts.append(
-            "Settings selected on the validation speakers (mean "
-            "best validation EER; the test trials play no "
-            "part):\n\n" + "\n".join(lines)
-        )
+        parts.append(selection_text(selection))
     if curves:
         parts.append(
             "Validation EER (%) per epoch, mean ± std over seeds "
@@ -602,8 +575,62 @@ def markdown_report(
         "s/epoch: wall clock of training and validation per epoch, pooled "
         "over seeds."
     )
-    cap = config.get("max_utts_per_speaker")
+    parts.append(budget_text(config))
     parts.append(
+        f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, "
+        f"torch {machine['torch']}, device {machine['device']}, "
+        f"{config['threads'] or 'default'} torch thread(s) per run."
+    )
+    parts.append(f"Regenerate with:\n\n    {command}\n")
+    return "\n\n".join(parts)
+
+
+def paired_text(paired):
+    """The paired tests of :func:`paired_against`, one line each."""
+    lines = [
+        f"- {result['text']} (seeds {result['seeds']}, "
+        f"p = {result['p_value']:.3f})"
+        for result in paired.values()
+    ]
+    n_resamples = next(iter(paired.values())).get("n_resamples", "?")
+    return (
+        f"Paired bootstrap over the test speakers ({n_resamples} "
+        "resamples of the speakers, each trial weighted by how often its "
+        f"two speakers were drawn), each system against {BASELINE} on "
+        "the same trials, EER averaged over the shared seeds:\n\n"
+        + "\n".join(lines)
+    )
+
+
+def selection_text(selection):
+    """The settings :func:`select_by_validation` chose, one line each."""
+    lines = [
+        f"- {objective}: **{entry['selected']}** ("
+        + ", ".join(
+            f"{name} {eer:.2f}%" for name, eer in entry["candidates"].items()
+        )
+        + f"; seeds {entry['seeds']})"
+        for objective, entry in selection.items()
+    ]
+    return (
+        "Settings selected on the validation speakers (mean "
+        "best validation EER; the test trials play no "
+        "part):\n\n" + "\n".join(lines)
+    )
+
+
+def budget_text(config):
+    """The budget of every run, in one sentence.
+
+    Example
+    -------
+    >>> budget_text(BUDGET)[:60]
+    'Budget of every run: all speakers, at most 40 utterances eac'
+    """
+    k = config["n_utts_per_speaker"]
+    per_view = config["embeddings_per_view"]
+    cap = config.get("max_utts_per_speaker")
+    return (
         f"Budget of every run: {config.get('n_speakers') or 'all'} speakers"
         f", at most {cap or 'all'} utterances each; ECAPA-TDNN channels "
         f"{config['channels']}, attention {config['attention_channels']}, "
@@ -615,13 +642,6 @@ def markdown_report(
         "(5 views, SGD 0.01 x0.97 per epoch); best validation-EER "
         f"checkpoint ({config['n_valid_speakers']} validation speakers)."
     )
-    parts.append(
-        f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, "
-        f"torch {machine['torch']}, device {machine['device']}, "
-        f"{config['threads'] or 'default'} torch thread(s) per run."
-    )
-    parts.append(f"Regenerate with:\n\n    {command}\n")
-    return "\n\n".join(parts)
 
 
 def parse_args(argv=None):

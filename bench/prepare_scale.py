@@ -22,7 +22,6 @@ Run from the repository root::
 import argparse
 import io
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 import numpy as np
 import soundfile as sf
 
-from bench.machine import machine_info, write_report
+from bench.machine import machine_info, peak_rss_mb, rss_mb, write_report
 
 RATE = 16000
 GENRES = ("interview", "speech", "singing", "vlog", "drama", "movie")
@@ -108,13 +107,6 @@ def generate(root, n_files, utts_per_speaker, n_eval, n_test, seconds):
                     f"{spk}-enroll test/{stem}.wav {int(owner == spk)}\n"
                 )
     return written
-
-
-def rss_mb():
-    """Current resident memory of this process, in MB."""
-    with open("/proc/self/statm") as fin:
-        pages = int(fin.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def markdown(report):
@@ -205,7 +197,7 @@ def main(argv=None):
             num_workers=args.num_workers,
         )
         prepare_s = time.perf_counter() - begin
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         with open(os.path.join(folder, "prepared", "trials.csv")) as fin:
             n_trials = sum(1 for _ in fin) - 1
     finally:

@@ -37,14 +37,12 @@ Run from the repository root::
 import argparse
 import multiprocessing
 import os
-import platform
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-from bench.machine import write_report
+from bench.machine import machine_info, write_report
 from speechbrain_ext.scoring.calibration import (
     act_dcf,
     cllr,
@@ -475,26 +473,6 @@ def compare_with_speechbrain(folder, config, target_rate, args):
     return rows
 
 
-def machine_info():
-    """Platform, CPU and library versions for the report."""
-    import scipy
-    import torch
-
-    import speechbrain
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "torch": torch.__version__,
-        "threads_per_measurement": os.environ.get("OMP_NUM_THREADS"),
-        "speechbrain": speechbrain.__version__,
-    }
-
-
 def markdown(report):
     """Formats the measurements as markdown tables."""
     lines = [
@@ -641,7 +619,10 @@ def main(argv=None):
         (our_scores,) = _load(folder, "out_ours_as_norm")
 
     report = {
-        "machine": machine_info(),
+        "machine": {
+            **machine_info("cpu", ("numpy", "scipy", "speechbrain")),
+            "threads_per_measurement": os.environ.get("OMP_NUM_THREADS"),
+        },
         "data": data,
         "ours_full": ours_full,
         "speechbrain_comparison": comparison,

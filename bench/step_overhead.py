@@ -32,13 +32,11 @@ Run from the repository root::
 
 import argparse
 import copy
-import json
-import os
 import time
 
 import torch
 
-from bench.machine import machine_info
+from bench.machine import machine_info, synchronize, write_report
 from bench.stats import timing_summary
 from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
@@ -156,17 +154,12 @@ def synthetic_batch(
     return feats, crop_labels.repeat(n_views)
 
 
-def _synchronize(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(function, device):
     """Seconds taken by ``function()``, device work included."""
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     function()
-    _synchronize(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -513,8 +506,6 @@ def main(argv=None):
     }
 
     step_summary, loss_summary = summarize(step_times), summarize(loss_times)
-    table = markdown_table(step_summary, loss_summary)
-    print(table)
     result = {
         "config": vars(args),
         "machine": machine_info(device),
@@ -524,13 +515,14 @@ def main(argv=None):
         "added_loss_percent_of_step": added_loss_share(
             step_summary, loss_summary
         ),
-        "table": table,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fout:
-        json.dump(result, fout, indent=2)
-    print(f"Written to {args.out}")
-    return result
+    return write_report(
+        result,
+        lambda result: markdown_table(step_summary, loss_summary),
+        args.out,
+        "bench.step_overhead",
+        argv,
+    )
 
 
 if __name__ == "__main__":

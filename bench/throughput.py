@@ -70,7 +70,6 @@ Run from the repository root::
 import argparse
 import itertools
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -80,7 +79,13 @@ import time
 import torch
 
 import speechbrain as sb
-from bench.machine import HostReads, machine_info, write_report
+from bench.machine import (
+    HostReads,
+    machine_info,
+    peak_rss_mb,
+    synchronize,
+    write_report,
+)
 from bench.runs import (
     RECIPE_MODEL,
     SMOKE_MODEL,
@@ -352,12 +357,6 @@ def endless_batches(loader, sampler=None):
         yield from loader
 
 
-def synchronize(device):
-    """Waits for the device's queued work (CUDA), so timings include it."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_loop(step, batches, n_steps, n_warmup, device, monitor=None):
     """Seconds of each timed iteration of ``step(next(batches))``.
 
@@ -562,8 +561,7 @@ def peak_memory_mib(device):
     """
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()
 
 
 def rates(seconds, utterance_seconds):
@@ -712,54 +710,15 @@ def benchmark_system(system, overrides, config, device, mixed):
         "runs": {},
     }
     brains = {p: make_brain(hparams, device, p) for p in ("fp32", mixed)}
-    settings = [(p, loading) for p in brains for loading in LOADINGS]
-    monitors = {setting: GpuUtilisation(device) for setting in settings}
-    times = {setting: [] for setting in settings}
-    peaks = dict.fromkeys(settings, 0.0)
-    # A NaN/inf loss skips backward and the optimizer step: a fast step
-    # that trains nothing, so such runs are flagged.
-    skipped = dict.fromkeys(settings, 0)
-    for round_index in range(config["rounds"]):
-        # Reversing the order every other round spreads slow drifts of a
-        # shared machine over all settings.
-        order = settings[::-1] if round_index % 2 else settings
-        for precision, loading in order:
-            print(
-                f"[{system}] round {round_index + 1}: {precision}, data "
-                f"loading {loading}",
-                flush=True,
-            )
-            if loading == "memory":
-                batches = itertools.cycle(held)
-            else:
-                batches = endless_batches(loader, sampler)
-            reset_peak_memory(device)
-            brain = brains[precision]
-            skipped_before = brain.nonfinite_skipped
-            times[precision, loading] += time_loop(
-                brain.fit_batch,
-                batches,
-                steps,
-                warmup,
-                device,
-                monitors[precision, loading],
-            )
-            skipped[precision, loading] += (
-                brain.nonfinite_skipped - skipped_before
-            )
-            if loading == "loader":
-                batches.close()
-            peaks[precision, loading] = max(
-                peaks[precision, loading], peak_memory_mib(device)
-            )
-    for precision, loading in settings:
+    timed = time_settings(system, brains, held, loader, sampler, config, device)
+    for (precision, loading), run in timed.items():
         result["runs"][f"{precision}/{loading}"] = {
             "precision": precision,
             "loading": loading,
-            **rates(times[precision, loading], utterance_seconds),
-            "gpu_utilisation": monitors[precision, loading].summary(),
-            "peak_memory_mib": peaks[precision, loading],
-            "nonfinite_skipped": skipped[precision, loading],
+            **rates(run["seconds"], utterance_seconds),
+            "gpu_utilisation": run["monitor"].summary(),
+            "peak_memory_mib": run["peak"],
+            "nonfinite_skipped": run["skipped"],
         }
     result["host_reads_per_step"] = count_host_reads(
         brains["fp32"].fit_batch, held, config["steps"]
@@ -769,6 +728,77 @@ def benchmark_system(system, overrides, config, device, mixed):
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def time_settings(system, brains, held, loader, sampler, config, device):
+    """Times the training step of every precision and data loading.
+
+    The settings run in ``config["rounds"]`` rounds, in reverse order every
+    other round, so slow drifts of a shared machine reach them all.
+
+    Arguments
+    ---------
+    system : str
+        The system's name (progress lines).
+    brains : dict
+        Precision -> brain (:func:`make_brain`).
+    held : list
+        Batches already on the device (loading off).
+    loader : iterable
+        The training DataLoader (loading on).
+    sampler : object, optional
+        Its batch sampler (``set_epoch`` per epoch).
+    config : dict
+        ``rounds``, ``steps`` and ``warmup``.
+    device : str
+        The torch device.
+
+    Returns
+    -------
+    dict
+        ``(precision, loading)`` -> ``seconds`` (every timed step),
+        ``monitor`` (:class:`GpuUtilisation`), ``peak`` (MiB) and
+        ``skipped``: the steps, warm-up included, whose NaN/inf loss
+        skipped backward and the optimizer (fast steps that train nothing).
+    """
+    settings = [(p, loading) for p in brains for loading in LOADINGS]
+    runs = {
+        setting: {
+            "seconds": [],
+            "monitor": GpuUtilisation(device),
+            "peak": 0.0,
+            "skipped": 0,
+        }
+        for setting in settings
+    }
+    for round_index in range(config["rounds"]):
+        order = settings[::-1] if round_index % 2 else settings
+        for precision, loading in order:
+            print(
+                f"[{system}] round {round_index + 1}: {precision}, data "
+                f"loading {loading}",
+                flush=True,
+            )
+            run, brain = runs[precision, loading], brains[precision]
+            if loading == "memory":
+                batches = itertools.cycle(held)
+            else:
+                batches = endless_batches(loader, sampler)
+            reset_peak_memory(device)
+            skipped_before = brain.nonfinite_skipped
+            run["seconds"] += time_loop(
+                brain.fit_batch,
+                batches,
+                config["steps"],
+                config["warmup"],
+                device,
+                run["monitor"],
+            )
+            run["skipped"] += brain.nonfinite_skipped - skipped_before
+            if loading == "loader":
+                batches.close()
+            run["peak"] = max(run["peak"], peak_memory_mib(device))
+    return runs
 
 
 def count_host_reads(step, batches, n_steps):
