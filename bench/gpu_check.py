@@ -51,6 +51,7 @@ from bench.runs import (
     prepare,
     prepared_rows,
     run_training,
+    subset_corpus,
     train_overrides,
 )
 
@@ -93,56 +94,6 @@ BUDGET = {
 }
 
 
-def copy_subset(data_folder, folder, n_speakers, utts_per_speaker):
-    """Copies the first speakers' first files into ``folder``.
-
-    Arguments
-    ---------
-    data_folder : str
-        A ``<speaker>/<utt>`` corpus (speakers may sit one level deeper).
-    folder : str
-        Where the copy goes, as ``<speaker>/<file>``.
-    n_speakers : int
-        Speakers copied (in sorted order of their folders).
-    utts_per_speaker : int
-        Files copied per speaker (in sorted order).
-
-    Returns
-    -------
-    int
-        Bytes copied.
-
-    Example
-    -------
-    >>> import pathlib
-    >>> root = pathlib.Path(getfixture("tmpdir"))
-    >>> for spk in ("a", "b", "c"):
-    ...     (root / "in" / spk).mkdir(parents=True)
-    ...     for i in range(3):
-    ...         _ = (root / "in" / spk / f"{i}.wav").write_bytes(b"xx")
-    >>> copy_subset(str(root / "in"), str(root / "out"), 2, 2)
-    8
-    >>> sorted(os.listdir(root / "out" / "b"))
-    ['0.wav', '1.wav']
-    """
-    speakers = []
-    for root, dirs, files in os.walk(data_folder):
-        dirs.sort()
-        audio = sorted(f for f in files if not f.endswith((".csv", ".md")))
-        if audio:
-            speakers.append((root, audio))
-    copied = 0
-    for root, files in speakers[:n_speakers]:
-        target = os.path.join(folder, os.path.basename(root))
-        os.makedirs(target, exist_ok=True)
-        for name in files[:utts_per_speaker]:
-            shutil.copyfile(
-                os.path.join(root, name), os.path.join(target, name)
-            )
-            copied += os.path.getsize(os.path.join(target, name))
-    return copied
-
-
 def make_pack(pack, data_folder, n_speakers, utts_per_speaker):
     """Writes the corpus copy, the wheels and ``run.sh`` into ``pack``.
 
@@ -151,8 +102,17 @@ def make_pack(pack, data_folder, n_speakers, utts_per_speaker):
     dict
         ``corpus_mib`` and ``wheels_mib``.
     """
-    corpus_bytes = copy_subset(
-        data_folder, os.path.join(pack, "corpus"), n_speakers, utts_per_speaker
+    corpus = subset_corpus(
+        data_folder,
+        os.path.join(pack, "corpus"),
+        n_speakers,
+        utts_per_speaker,
+        copy=True,
+    )
+    corpus_bytes = sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, files in os.walk(corpus)
+        for name in files
     )
     wheels = os.path.join(pack, "wheels")
     command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps"]

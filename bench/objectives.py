@@ -110,7 +110,9 @@ from bench.runs import (
     BUDGET,
     OBJECTIVES,
     QUICK,
+    add_budget_options,
     best_validation_eer,
+    budget_from_args,
     prepare,
     prepare_options,
     prepared_rows,
@@ -144,6 +146,15 @@ BUDGET_OPTIONS = (
     "n_valid_speakers",
     "test_fold",
 )
+NOTES = {
+    "lr": "Adam's (lr_final = lr / 10), not authors'",
+    "embeddings_per_view": "utterances per step (P x K with K=2 for the "
+    "contrastive objectives)",
+    "max_utts_per_speaker": "0: all",
+    "test_fold": "hold out block K of --n_test_speakers speakers of the "
+    "seeded speaker order (cross-validation: run K = 0..S/n-1 in separate "
+    "--out folders, pool with bench.verdicts)",
+}
 # Every run's per-trial scores, the trial list once (bench.scores).
 TRIAL_SCORES_NPZ = "objectives_scores.npz"
 CURVES_PNG = "objectives_curves.png"
@@ -683,52 +694,8 @@ def parse_args(argv=None):
         action="store_true",
         help="tiny smoke test: corpus subset, tiny model, first seed only",
     )
-    parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs per run (default 8)"
-    )
-    parser.add_argument(
-        "--channels",
-        type=int,
-        nargs=5,
-        default=None,
-        help="ECAPA-TDNN channels (default 64 x4, 192)",
-    )
-    parser.add_argument("--attention_channels", type=int, default=None)
-    parser.add_argument("--emb_dim", type=int, default=None)
-    parser.add_argument(
-        "--sentence_len",
-        type=float,
-        default=None,
-        help="training crop, seconds (default 1.0)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="Adam lr (lr_final = lr / 10); not authors'",
-    )
-    parser.add_argument(
-        "--embeddings_per_view",
-        type=int,
-        default=None,
-        help="batch: utterances per step (P x K with K=2 "
-        "for the contrastive objectives; default 128)",
-    )
-    parser.add_argument(
-        "--max_utts_per_speaker",
-        type=int,
-        default=None,
-        help="utterances kept per speaker (default 40; 0: all)",
-    )
-    parser.add_argument("--n_test_speakers", type=int, default=None)
-    parser.add_argument("--n_valid_speakers", type=int, default=None)
-    parser.add_argument(
-        "--test_fold",
-        type=int,
-        default=None,
-        help="hold out block K of --n_test_speakers speakers of the "
-        "seeded speaker order (cross-validation: run K = 0..S/n-1 in "
-        "separate --out folders, pool with bench.verdicts)",
+    add_budget_options(
+        parser, {key: BUDGET[key] for key in BUDGET_OPTIONS}, QUICK, NOTES
     )
     parser.add_argument(
         "--n_resamples",
@@ -772,16 +739,10 @@ def build_config(args):
     >>> config["max_utts_per_speaker"], config["embeddings_per_view"]
     (40, 128)
     """
-    config = dict(QUICK if args.quick else BUDGET)
-    for key in BUDGET_OPTIONS:
-        if getattr(args, key) is not None:
-            config[key] = getattr(args, key)
+    config = budget_from_args(args, QUICK if args.quick else BUDGET)
     if args.lr is not None:
         config["lr_final"] = args.lr / 10
     config["max_utts_per_speaker"] = config["max_utts_per_speaker"] or None
-    config.update(
-        device=args.device, num_workers=args.num_workers, threads=args.threads
-    )
     return config
 
 

@@ -27,6 +27,7 @@ model and crop).
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -132,11 +133,59 @@ SCORES_FILE = "scores.npy"
 NOT_COMPARED = ("num_workers",)
 
 
+def add_budget_options(parser, budget, quick=None, notes=None):
+    """Adds a ``--<key>`` option for every key of a budget, unset.
+
+    Arguments
+    ---------
+    parser : argparse.ArgumentParser
+        Gets the options.
+    budget : dict
+        key -> default; an option takes its default's type (a list: as
+        many values; None: an int).
+    quick : dict, optional
+        The ``--quick`` budget, named in the help.
+    notes : dict, optional
+        key -> more help.
+
+    Example
+    -------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser()
+    >>> add_budget_options(parser, {"channels": [8, 24], "lr": 0.1})
+    >>> args = parser.parse_args(["--channels", "4", "12"])
+    >>> budget_from_args(args, {"channels": [8, 24], "lr": 0.1})
+    {'channels': [4, 12], 'lr': 0.1}
+    """
+    for key, value in budget.items():
+        example = value[0] if isinstance(value, list) else value
+        help_text = f"default {value}"
+        if quick is not None:
+            help_text += f" ({quick[key]} with --quick)"
+        if key in (notes or {}):
+            help_text += f"; {notes[key]}"
+        parser.add_argument(
+            f"--{key}",
+            type=int if example is None else type(example),
+            nargs=len(value) if isinstance(value, list) else None,
+            default=None,
+            help=help_text,
+        )
+
+
+def budget_from_args(args, budget):
+    """``budget`` with the values of the options given (not None)."""
+    given = {key: getattr(args, key, None) for key in budget}
+    return dict(budget, **{k: v for k, v in given.items() if v is not None})
+
+
 # 1. Corpus
 
 
-def subset_corpus(data_folder, folder, n_speakers, utts_per_speaker):
-    """Links a subset of a ``<speaker>/<utt>`` corpus into ``folder``.
+def subset_corpus(
+    data_folder, folder, n_speakers, utts_per_speaker, copy=False
+):
+    """Links (or copies) a subset of a ``<speaker>/<utt>`` corpus.
 
     Speakers are taken evenly from the sorted speaker folders and
     utterances evenly from each speaker's sorted files, so a subset of the
@@ -152,6 +201,8 @@ def subset_corpus(data_folder, folder, n_speakers, utts_per_speaker):
         Speakers kept (None: all).
     utts_per_speaker : int or None
         Files kept per speaker (None: all).
+    copy : bool
+        Copy the files instead (a corpus that travels without the data).
 
     Returns
     -------
@@ -190,7 +241,9 @@ def subset_corpus(data_folder, folder, n_speakers, utts_per_speaker):
         os.makedirs(target, exist_ok=True)
         for name in files:
             link = os.path.join(target, name)
-            if not os.path.lexists(link):
+            if copy:
+                shutil.copyfile(os.path.join(root, name), link)
+            elif not os.path.lexists(link):
                 os.symlink(os.path.abspath(os.path.join(root, name)), link)
     return folder
 

@@ -89,6 +89,8 @@ from bench.machine import (
 from bench.runs import (
     RECIPE_MODEL,
     SMOKE_MODEL,
+    add_budget_options,
+    budget_from_args,
     load_recipe_hparams,
     prepare,
     prepare_options,
@@ -1031,29 +1033,13 @@ def parse_args(argv=None):
         help="speakers the corpus preparation holds out for trials",
     )
     parser.add_argument("--n_valid_speakers", type=int, default=2)
-    for key, value in DEFAULT.items():
-        help_text = f"default {value} ({QUICK[key]} with --quick)"
-        if isinstance(value, list):
-            parser.add_argument(
-                f"--{key}",
-                type=type(value[0]),
-                nargs=len(value),
-                default=None,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                f"--{key}", type=type(value), default=None, help=help_text
-            )
+    add_budget_options(parser, DEFAULT, QUICK)
     return parser.parse_args(argv)
 
 
 def build_config(args):
     """Defaults (or --quick's), then the options given."""
-    config = dict(QUICK if args.quick else DEFAULT)
-    for key in DEFAULT:
-        if getattr(args, key) is not None:
-            config[key] = getattr(args, key)
+    config = budget_from_args(args, QUICK if args.quick else DEFAULT)
     config.update(
         device=args.device,
         threads=args.threads,
