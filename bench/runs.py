@@ -686,8 +686,9 @@ def ensure_current(run_folder, overrides):
     A run whose recorded overrides differ (``num_workers`` aside), or
     whose overrides are unknown, is moved to ``<run_folder>.stale-<time>``
     so that it is trained again rather than silently reused. The requested
-    overrides are then written to ``bench_request.json`` in the run folder,
-    so an interrupted run is recognised too.
+    overrides of a run not finished yet are then written to
+    ``bench_request.json`` in the run folder, so an interrupted run is
+    recognised too (a finished one is by its record).
 
     Arguments
     ---------
@@ -724,7 +725,8 @@ def ensure_current(run_folder, overrides):
         os.replace(run_folder, moved)
     os.makedirs(run_folder, exist_ok=True)
     request = os.path.join(run_folder, REQUEST_FILE)
-    if not os.path.isfile(request):
+    finished = os.path.isfile(os.path.join(run_folder, RUN_RECORD))
+    if not (finished or os.path.isfile(request)):
         with open(request, "w", encoding="utf-8") as fout:
             json.dump(json.loads(json.dumps(overrides)), fout, indent=2)
     return moved
