@@ -14,7 +14,7 @@ the exported model, loaded as a user would, cosine-scores two trial lists:
 
 Both are scored per condition, the test side clean or corrupted by an
 interfering talker (``sir10``, ``sir5``, ``sir0``) with
-:class:`speechbrain_ext.robustness.Corruptor`, deterministically seeded by
+:class:`speechbrain_ext.evaluation.robustness.Corruptor`, deterministically seeded by
 ``--corruption_seed`` as ``bench/csc.py`` and ``verify.py`` do. Test
 utterances get interferers among the other test speakers, calibration
 utterances among the other validation speakers.

@@ -4,7 +4,7 @@ Both methods embed the same files with the same ``EncoderClassifier``:
 
 1. per file, as a user writes it: ``load_audio`` one file, call
    ``encode_batch`` on it alone, move the embedding to the CPU;
-2. :class:`speechbrain_ext.extraction.EmbeddingExtractor`: one pass over the
+2. :class:`speechbrain_ext.inference.extraction.EmbeddingExtractor`: one pass over the
    file headers for durations, then length-sorted padded batches, with audio
    decoded in the main process (0 workers) or in DataLoader workers.
 
@@ -20,13 +20,13 @@ agree where nothing is padded.
 
 The model is an exported folder (``--model``) or, by default, a randomly
 initialised ECAPA-TDNN of the recipe's size (C=512, 80 mels, 192-d) exported
-with :func:`speechbrain_ext.export.export_encoder`: weights do not change
+with :func:`speechbrain_ext.inference.export.export_encoder`: weights do not change
 the speed.
 
 ``--backends torch onnx`` adds, side by side in the same run, rows of the
 same extractor settings running the model in ONNX Runtime
-(:class:`speechbrain_ext.onnx_backend.OnnxEncoder` on the graph that
-:func:`speechbrain_ext.onnx_export.export_onnx` writes for the model,
+(:class:`speechbrain_ext.inference.onnx_backend.OnnxEncoder` on the graph that
+:func:`speechbrain_ext.inference.onnx_export.export_onnx` writes for the model,
 front end included; needs ``pip install speechbrain_ext[onnx]``). Their
 ``speed_up`` is also over the per-file torch loop, their ``agreement``
 against its embeddings, and an ONNX batch-size-1 control on the same files
@@ -294,7 +294,7 @@ def run_benchmark(
         other processes on the machine only ever add time.
     warmup_files : int
         Files embedded by each method before timing starts.
-    onnx_encoder : speechbrain_ext.onnx_backend.OnnxEncoder, optional
+    onnx_encoder : speechbrain_ext.inference.onnx_backend.OnnxEncoder, optional
         The same model in ONNX Runtime: each extractor setting is then also
         timed with it, right after the torch one.
 
@@ -578,7 +578,7 @@ def load_onnx(source, folder, threads):
 
     Returns
     -------
-    encoder : speechbrain_ext.onnx_backend.OnnxEncoder
+    encoder : speechbrain_ext.inference.onnx_backend.OnnxEncoder
         The model in ONNX Runtime.
     info : dict
         ``export_seconds``, ``opset`` and the graph's metadata.

@@ -4,7 +4,7 @@ Resemblyzer (pip ``resemblyzer``, weights shipped in the wheel) embeds one
 utterance at a time from a numpy waveform. :class:`ResemblyzerEncoder` gives
 it ``encode_batch(wavs, wav_lens)`` and ``device``, the interface of
 ``speechbrain.inference.speaker.EncoderClassifier``, so
-:func:`speechbrain_ext.verification.verify_trials` scores it on the same
+:func:`speechbrain_ext.evaluation.verification.verify_trials` scores it on the same
 trials, with the same cosine scoring and metrics, as our trained models.
 """
 
