@@ -912,7 +912,8 @@ def main(argv=None):
             "variants": [list(variant[:3]) for variant in variants],
             "variant_seeds": variant_seeds,
             "n_resamples": args.n_resamples,
-            "data_folder": os.path.abspath(args.data_folder),
+            # As given: another machine has its own folder.
+            "data_folder": args.data_folder,
         },
         "machine": machine_info(config["device"]),
         "runs": records,
