@@ -483,7 +483,5 @@ def _resolved_run_opts(run_opts, hparams):
     requested = given.get("precision", (hparams or {}).get("precision"))
     if requested == "auto":
         device = given.get("device") or sb.utils.distributed.infer_device()
-        if os.environ.get("LOCAL_RANK") and str(device) == "cuda":
-            device = f"cuda:{os.environ['LOCAL_RANK']}"
         given["precision"] = training_precision("auto", device)
     return given
